@@ -1,0 +1,178 @@
+// posternd_main.cpp — posternd: the control thread. Loads the config, sets up logging, the spool
+// and the TLS contexts, starts one worker loop per core, and handles signals: SIGHUP reloads the
+// config and certificates without dropping a session, SIGTERM/SIGINT drain and exit.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <uv.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "base/log.h"
+#include "conf/config.h"
+#include "mta/queue/spool.h"
+#include "mta/runtime.h"
+#include "mta/worker.h"
+#include "tls/context_provider.h"
+
+namespace postern {
+namespace {
+
+struct Daemon {
+  mta::Runtime rt;
+  std::unique_ptr<queue::Spool> spool;
+  std::vector<std::unique_ptr<mta::Worker>> workers;
+  uv_loop_t* loop = uv_default_loop();
+  uv_signal_t sighup{}, sigterm{}, sigint{};
+  uv_timer_t tick{};
+  bool draining = false;
+  uint64_t config_reload_failures = 0;
+};
+
+Daemon* g_daemon = nullptr;
+
+std::string ensure_default_cert(const Config& cfg) {
+  if (!cfg.smtp.tls_cert_file.empty()) return "";
+  return tls::ensure_self_signed(cfg.cert_file(), cfg.key_file(), cfg.hostname);
+}
+
+// SIGHUP (and later the admin API): one code path for every reload trigger.
+void reload(Daemon& d, const std::string& why) {
+  spdlog::info("reload requested by {}", why);
+  auto old = d.rt.config.load();
+  std::shared_ptr<const Config> next;
+  try {
+    next = std::make_shared<const Config>(load_config(old->path));
+  } catch (const ConfigError& e) {
+    ++d.config_reload_failures;
+    spdlog::error("reload: config refused, keeping the running one: {}", e.what());
+    next = old;
+  }
+  if (next != old) {
+    if (next->smtp.listen.size() != old->smtp.listen.size() || next->state_dir != old->state_dir ||
+        next->workers != old->workers)
+      spdlog::warn("reload: smtp.listen, server.state_dir and server.workers take effect at restart");
+    if (auto err = ensure_default_cert(*next); !err.empty()) spdlog::error("reload: {}", err);
+    d.rt.config.publish(next);
+    spdlog::info("reload: config applied from {}", next->path);
+  }
+  std::string err = d.rt.inbound.reload(next->cert_file(), next->key_file());
+  if (!err.empty()) {
+    spdlog::error("reload role={} refused, keeping generation {}: {}", tls::role_name(tls::Role::kInboundMta),
+                  d.rt.inbound.current() ? d.rt.inbound.current()->generation : 0, err);
+  } else {
+    auto cur = d.rt.inbound.current();
+    spdlog::info("reload role={} generation={} subject={} fingerprint={} not_after={}",
+                 tls::role_name(tls::Role::kInboundMta), cur->generation, cur->subject,
+                 cur->fingerprint_sha256, cur->not_after);
+  }
+}
+
+void begin_drain(Daemon& d, const char* why) {
+  if (d.draining) return;
+  d.draining = true;
+  auto cfg = d.rt.config.load();
+  spdlog::info("{}: draining, deadline {} ms", why, cfg->drain_timeout.count());
+  for (auto& w : d.workers) w->drain(cfg->drain_timeout);
+  uv_close(reinterpret_cast<uv_handle_t*>(&d.sighup), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&d.sigterm), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&d.sigint), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&d.tick), nullptr);
+}
+
+int run(const std::string& config_path) {
+  auto cfg = std::make_shared<const Config>(load_config(config_path));
+  namespace fs = std::filesystem;
+  fs::create_directories(cfg->state_dir);
+  std::string log_file = cfg->resolved_log_file();
+  if (!log_file.empty()) fs::create_directories(fs::path(log_file).parent_path());
+  setup_logging(log_file, cfg->log_level);
+
+  Daemon d;
+  g_daemon = &d;
+  d.rt.config.publish(cfg);
+  if (auto err = ensure_default_cert(*cfg); !err.empty()) {
+    spdlog::critical("cannot create the default_mta certificate: {}", err);
+    return 1;
+  }
+  if (cfg->smtp.starttls) {
+    if (auto err = d.rt.inbound.reload(cfg->cert_file(), cfg->key_file()); !err.empty()) {
+      spdlog::critical("inbound TLS: {}", err);
+      return 1;
+    }
+  }
+  d.spool = std::make_unique<queue::Spool>(cfg->state_dir + "/queue");
+  d.rt.spool = d.spool.get();
+  d.rt.spool_free_bytes = d.spool->free_bytes();
+
+  unsigned n = cfg->workers ? cfg->workers : std::max(1u, std::thread::hardware_concurrency());
+  try {
+    for (unsigned i = 0; i < n; ++i) {
+      d.workers.push_back(std::make_unique<mta::Worker>(d.rt, i));
+      d.workers.back()->bind(cfg->smtp.listen);
+    }
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    std::cerr << "posternd: " << e.what() << "\n";
+    return 1;
+  }
+  for (auto& w : d.workers) w->start();
+
+  uv_signal_init(d.loop, &d.sighup);
+  uv_signal_start(&d.sighup, [](uv_signal_t*, int) { reload(*g_daemon, "SIGHUP"); }, SIGHUP);
+  uv_signal_init(d.loop, &d.sigterm);
+  uv_signal_start(&d.sigterm, [](uv_signal_t*, int) { begin_drain(*g_daemon, "SIGTERM"); }, SIGTERM);
+  uv_signal_init(d.loop, &d.sigint);
+  uv_signal_start(&d.sigint, [](uv_signal_t*, int) { begin_drain(*g_daemon, "SIGINT"); }, SIGINT);
+  uv_timer_init(d.loop, &d.tick);
+  uv_timer_start(&d.tick, [](uv_timer_t*) {
+    g_daemon->rt.spool_free_bytes = g_daemon->spool->free_bytes();
+  }, 1000, 1000);
+
+  std::string listen;
+  for (auto& a : cfg->smtp.listen) listen += (listen.empty() ? "" : ", ") + a.host + ":" + std::to_string(a.port);
+  spdlog::info("posternd {} started pid={} workers={} listen={} state_dir={} queued={}", POSTERN_VERSION,
+               getpid(), n, listen, cfg->state_dir, d.spool->recovered().size());
+  std::cout << "posternd: SMTP (STARTTLS " << (cfg->smtp.starttls ? "on" : "off") << ") on " << listen
+            << "; state in " << cfg->state_dir << "; log in " << (log_file.empty() ? "stderr" : log_file)
+            << std::endl;
+
+  uv_run(d.loop, UV_RUN_DEFAULT);
+  for (auto& w : d.workers) w->join();
+  d.spool->stop();
+  spdlog::info("posternd stopped");
+  spdlog::default_logger()->flush();
+  return 0;
+}
+
+}  // namespace
+}  // namespace postern
+
+int main(int argc, char** argv) {
+  CLI::App app{"posternd - the Postern mail transfer agent and mail security gateway"};
+  std::string config = "conf/postern.toml";
+  bool check = false;
+  app.add_option("-c,--config", config, "configuration file")->capture_default_str();
+  app.add_flag("--check", check, "validate the configuration and exit");
+  app.set_version_flag("--version", std::string("posternd ") + POSTERN_VERSION);
+  CLI11_PARSE(app, argc, argv);
+  signal(SIGPIPE, SIG_IGN);
+  try {
+    if (check) {
+      postern::load_config(config);
+      std::cout << config << ": configuration OK\n";
+      return 0;
+    }
+    return postern::run(config);
+  } catch (const postern::ConfigError& e) {
+    std::cerr << "posternd: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "posternd: fatal: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,350 @@
+// config.cpp — loads postern.toml with toml++ and checks every key.
+#include "conf/config.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "base/duration.h"
+
+namespace postern {
+namespace {
+
+[[noreturn]] void fail(const std::string& key, const std::string& why) {
+  throw ConfigError("config key '" + key + "': " + why);
+}
+
+// Reads one table, remembering which keys were consumed so unknown ones are refused.
+class Section {
+ public:
+  Section(const toml::table* t, std::string name) : t_(t), name_(std::move(name)) {}
+
+  const toml::node* get(const std::string& k) {
+    seen_.insert(k);
+    return t_ ? t_->get(k) : nullptr;
+  }
+  std::string key(const std::string& k) const { return name_.empty() ? k : name_ + "." + k; }
+
+  void str(const std::string& k, std::string& out) {
+    if (auto* n = get(k)) {
+      auto v = n->value<std::string>();
+      if (!v || !n->is_string()) fail(key(k), "must be a string");
+      out = *v;
+    }
+  }
+  template <typename U>
+  void uint(const std::string& k, U& out, uint64_t min = 0, uint64_t max = UINT32_MAX) {
+    if (auto* n = get(k)) {
+      if (!n->is_integer()) fail(key(k), "must be an integer");
+      int64_t v = *n->value<int64_t>();
+      if (v < 0 || static_cast<uint64_t>(v) < min || static_cast<uint64_t>(v) > max)
+        fail(key(k), "must be between " + std::to_string(min) + " and " + std::to_string(max));
+      out = static_cast<U>(v);
+    }
+  }
+  void boolean(const std::string& k, bool& out) {
+    if (auto* n = get(k)) {
+      if (!n->is_boolean()) fail(key(k), "must be true or false");
+      out = *n->value<bool>();
+    }
+  }
+  void duration(const std::string& k, std::chrono::milliseconds& out, bool allow_empty = false) {
+    if (auto* n = get(k)) {
+      if (!n->is_string()) fail(key(k), "must be a duration string like \"30s\", \"5m\", \"1h\"");
+      std::string s = *n->value<std::string>();
+      if (s.empty() && allow_empty) {
+        out = std::chrono::milliseconds(0);
+        return;
+      }
+      auto d = parse_duration(s);
+      if (!d) fail(key(k), "bad duration '" + s + "' (use e.g. \"30s\", \"5m\", \"1h\", \"5d\")");
+      out = *d;
+    }
+  }
+  void strings(const std::string& k, std::vector<std::string>& out) {
+    if (auto* n = get(k)) {
+      auto* arr = n->as_array();
+      if (!arr) fail(key(k), "must be an array of strings");
+      out.clear();
+      for (auto& e : *arr) {
+        if (!e.is_string()) fail(key(k), "must be an array of strings");
+        out.push_back(*e.value<std::string>());
+      }
+    }
+  }
+  const toml::table* table(const std::string& k) {
+    auto* n = get(k);
+    if (!n) return nullptr;
+    if (!n->is_table()) fail(key(k), "must be a table");
+    return n->as_table();
+  }
+  void finish() {
+    if (!t_) return;
+    for (auto& [k, v] : *t_) {
+      std::string ks(k.str());
+      if (!seen_.count(ks)) fail(key(ks), "unknown key");
+    }
+  }
+
+ private:
+  const toml::table* t_;
+  std::string name_;
+  std::set<std::string> seen_;
+};
+
+TlsLevel parse_tls_level(const std::string& key, const std::string& s) {
+  if (s == "none") return TlsLevel::kNone;
+  if (s == "may") return TlsLevel::kMay;
+  if (s == "encrypt") return TlsLevel::kEncrypt;
+  if (s == "verify") return TlsLevel::kVerify;
+  fail(key, "must be one of none, may, encrypt, verify (got '" + s + "')");
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+bool parse_port(std::string_view s, uint16_t& port) {
+  unsigned v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || v == 0 || v > 65535) return false;
+  port = static_cast<uint16_t>(v);
+  return true;
+}
+
+}  // namespace
+
+bool parse_listen(const std::string& text, ListenAddr& out) {
+  std::string host;
+  std::string_view port;
+  if (!text.empty() && text[0] == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':')
+      return false;
+    host = text.substr(1, close - 1);
+    port = std::string_view(text).substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos) return false;
+    host = text.substr(0, colon);
+    port = std::string_view(text).substr(colon + 1);
+  }
+  unsigned char buf[16];
+  if (inet_pton(AF_INET, host.c_str(), buf) != 1 && inet_pton(AF_INET6, host.c_str(), buf) != 1)
+    return false;
+  out.host = host;
+  return parse_port(port, out.port);
+}
+
+bool parse_next_hop(const std::string& text, NextHop& out) {
+  // "[host]:port" or "[host]" (no MX lookup), "host:port" or "host" (MX lookup).
+  std::string rest = text;
+  out = NextHop{};
+  if (!rest.empty() && rest[0] == '[') {
+    auto close = rest.find(']');
+    if (close == std::string::npos || close == 1) return false;
+    out.host = rest.substr(1, close - 1);
+    out.mx = false;
+    rest = rest.substr(close + 1);
+    if (rest.empty()) return true;
+    if (rest[0] != ':') return false;
+    return parse_port(std::string_view(rest).substr(1), out.port);
+  }
+  auto colon = rest.rfind(':');
+  out.mx = true;
+  if (colon == std::string::npos) {
+    out.host = rest;
+    return !rest.empty();
+  }
+  out.host = rest.substr(0, colon);
+  return !out.host.empty() && parse_port(std::string_view(rest).substr(colon + 1), out.port);
+}
+
+bool parse_network(const std::string& text, Network& out) {
+  auto slash = text.find('/');
+  std::string addr = text.substr(0, slash);
+  out = Network{};
+  if (inet_pton(AF_INET, addr.c_str(), out.addr) == 1) {
+    out.family = AF_INET;
+    out.prefix = 32;
+  } else if (inet_pton(AF_INET6, addr.c_str(), out.addr) == 1) {
+    out.family = AF_INET6;
+    out.prefix = 128;
+  } else {
+    return false;
+  }
+  if (slash != std::string::npos) {
+    int max = out.prefix, p = -1;
+    std::string_view ps = std::string_view(text).substr(slash + 1);
+    auto [e, ec] = std::from_chars(ps.data(), ps.data() + ps.size(), p);
+    if (ec != std::errc() || e != ps.data() + ps.size() || p < 0 || p > max) return false;
+    out.prefix = p;
+  }
+  return true;
+}
+
+bool network_contains(const Network& net, const unsigned char* addr, int family) {
+  if (family != net.family) return false;
+  int full = net.prefix / 8, rem = net.prefix % 8;
+  if (std::memcmp(net.addr, addr, full) != 0) return false;
+  if (rem == 0) return true;
+  unsigned char mask = static_cast<unsigned char>(0xff << (8 - rem));
+  return (net.addr[full] & mask) == (addr[full] & mask);
+}
+
+std::string Config::cert_file() const {
+  return smtp.tls_cert_file.empty() ? state_dir + "/certs/default_mta.crt" : smtp.tls_cert_file;
+}
+std::string Config::key_file() const {
+  return smtp.tls_key_file.empty() ? state_dir + "/certs/default_mta.key" : smtp.tls_key_file;
+}
+std::string Config::resolved_log_file() const {
+  if (log_file == "-") return "";
+  return log_file.empty() ? state_dir + "/log/posternd.log" : log_file;
+}
+
+Config parse_config(std::string_view text, const std::string& path) {
+  toml::table root;
+  try {
+    root = toml::parse(text, path);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream os;
+    os << path << ":" << e.source().begin.line << ":" << e.source().begin.column << ": "
+       << e.description();
+    throw ConfigError(os.str());
+  }
+  Config c;
+  c.path = path;
+  Section top(&root, "");
+
+  Section server(top.table("server"), "server");
+  server.str("hostname", c.hostname);
+  server.str("state_dir", c.state_dir);
+  server.uint("workers", c.workers, 0, 256);
+  server.str("log_file", c.log_file);
+  server.str("log_level", c.log_level);
+  server.duration("drain_timeout", c.drain_timeout);
+  server.finish();
+  if (c.hostname.empty()) fail("server.hostname", "must not be empty");
+  if (c.state_dir.empty()) fail("server.state_dir", "must not be empty");
+  static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "critical"};
+  if (!levels.count(c.log_level)) fail("server.log_level", "must be one of trace, debug, info, warn, error, critical");
+
+  Section smtp(top.table("smtp"), "smtp");
+  std::vector<std::string> listen;
+  smtp.strings("listen", listen);
+  if (smtp.get("listen")) {
+    c.smtp.listen.clear();
+    for (auto& l : listen) {
+      ListenAddr a;
+      if (!parse_listen(l, a)) fail("smtp.listen", "bad address '" + l + "' (use \"IP:port\" or \"[IPv6]:port\")");
+      c.smtp.listen.push_back(a);
+    }
+    if (c.smtp.listen.empty()) fail("smtp.listen", "needs at least one address");
+  }
+  smtp.uint("max_message_size", c.smtp.max_message_size, 1024, 1ull << 40);
+  smtp.uint("max_recipients", c.smtp.max_recipients, 1, 100000);
+  smtp.uint("max_line_length", c.smtp.max_line_length, 512, 1 << 20);
+  smtp.uint("max_commands_before_mail", c.smtp.max_commands_before_mail, 1, 100000);
+  smtp.uint("max_junk_commands", c.smtp.max_junk_commands, 1, 100000);
+  smtp.uint("max_sessions_per_ip", c.smtp.max_sessions_per_ip, 1, 1000000);
+  smtp.uint("max_sessions", c.smtp.max_sessions, 1, 1000000);
+  smtp.duration("idle_timeout", c.smtp.idle_timeout);
+  smtp.duration("data_timeout", c.smtp.data_timeout);
+  smtp.duration("max_session_duration", c.smtp.max_session_duration);
+  std::string bare_lf = "reject";
+  smtp.str("bare_lf", bare_lf);
+  if (bare_lf == "reject") c.smtp.bare_lf = BareLfPolicy::kReject;
+  else if (bare_lf == "normalize") c.smtp.bare_lf = BareLfPolicy::kNormalize;
+  else fail("smtp.bare_lf", "must be \"reject\" or \"normalize\"");
+  smtp.uint("min_free_space", c.smtp.min_free_space, 0, 1ull << 50);
+  smtp.str("tls_cert_file", c.smtp.tls_cert_file);
+  smtp.str("tls_key_file", c.smtp.tls_key_file);
+  smtp.boolean("starttls", c.smtp.starttls);
+  smtp.finish();
+  if (c.smtp.tls_cert_file.empty() != c.smtp.tls_key_file.empty())
+    fail("smtp.tls_key_file", "tls_cert_file and tls_key_file are set together or not at all");
+
+  Section relay(top.table("relay"), "relay");
+  relay.strings("domains", c.relay.domains);
+  for (auto& d : c.relay.domains) d = lower(d);
+  relay.strings("networks", c.relay.network_texts);
+  relay.finish();
+  for (auto& n : c.relay.network_texts) {
+    Network net;
+    if (!parse_network(n, net)) fail("relay.networks", "bad network '" + n + "' (use CIDR like 10.0.0.0/8)");
+    c.relay.networks.push_back(net);
+  }
+
+  if (auto* routes = top.table("routes")) {
+    for (auto& [k, v] : *routes) {
+      std::string key = "routes." + std::string(k.str());
+      if (!v.is_string()) fail(key, "must be a string like \"[192.0.2.1]:25\"");
+      NextHop hop;
+      if (!parse_next_hop(*v.value<std::string>(), hop)) fail(key, "bad next hop '" + *v.value<std::string>() + "'");
+      c.routes[lower(std::string(k.str()))] = hop;
+    }
+  }
+
+  Section out(top.table("outbound"), "outbound");
+  std::string tls = "may";
+  out.str("tls", tls);
+  c.outbound.tls = parse_tls_level("outbound.tls", tls);
+  out.strings("dns_servers", c.outbound.dns_servers);
+  for (auto& s : c.outbound.dns_servers) {
+    ListenAddr a;
+    if (!parse_listen(s, a) ) {
+      if (!parse_listen(s + ":53", a)) fail("outbound.dns_servers", "bad server '" + s + "' (use \"IP\" or \"IP:port\")");
+    }
+  }
+  out.str("ca_file", c.outbound.ca_file);
+  if (auto* pol = out.table("tls_policy")) {
+    for (auto& [k, v] : *pol) {
+      std::string key = "outbound.tls_policy." + std::string(k.str());
+      if (!v.is_string()) fail(key, "must be one of none, may, encrypt, verify");
+      c.outbound.tls_policy[lower(std::string(k.str()))] = parse_tls_level(key, *v.value<std::string>());
+    }
+  }
+  out.finish();
+
+  Section q(top.table("queue"), "queue");
+  q.duration("min_backoff", c.queue.min_backoff);
+  q.duration("max_backoff", c.queue.max_backoff);
+  q.duration("lifetime", c.queue.lifetime);
+  q.duration("delay_warning", c.queue.delay_warning, true);
+  q.finish();
+  if (c.queue.max_backoff < c.queue.min_backoff) fail("queue.max_backoff", "must not be below queue.min_backoff");
+
+  Section admin(top.table("admin"), "admin");
+  admin.str("listen", c.admin_listen);
+  admin.finish();
+  Section euq(top.table("euq"), "euq");
+  euq.str("listen", c.euq_listen);
+  euq.finish();
+  for (auto [k, v] : {std::pair{"admin.listen", &c.admin_listen}, std::pair{"euq.listen", &c.euq_listen}}) {
+    ListenAddr a;
+    if (!parse_listen(*v, a)) fail(k, "bad address '" + *v + "'");
+  }
+  Section db(top.table("database"), "database");
+  db.str("url", c.database_url);
+  db.finish();
+
+  top.finish();
+  return c;
+}
+
+Config load_config(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path + ": cannot open config file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path);
+}
+
+}  // namespace postern

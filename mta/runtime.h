@@ -1,0 +1,50 @@
+// runtime.h — what every worker loop shares: the config and TLS snapshots, the spool, the
+// per-client-IP session counts and the counters that /metrics will show.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "base/snapshot.h"
+#include "conf/config.h"
+#include "mta/queue/spool.h"
+#include "tls/context_provider.h"
+
+namespace postern::mta {
+
+struct Counters {
+  std::atomic<uint64_t> sessions_total{0};
+  std::atomic<uint64_t> sessions_active{0};
+  std::atomic<uint64_t> sessions_refused{0};
+  std::atomic<uint64_t> messages_accepted{0};
+  std::atomic<uint64_t> messages_commit_failed{0};
+  std::atomic<uint64_t> tls_handshakes{0};
+  std::atomic<uint64_t> tls_failures{0};
+};
+
+class IpLimiter {
+ public:
+  // false when the client already has `max` sessions.
+  bool acquire(const std::string& ip, uint32_t max);
+  void release(const std::string& ip);
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, uint32_t> n_;
+};
+
+struct Runtime {
+  Snapshot<Config> config;
+  tls::ContextProvider inbound{tls::Role::kInboundMta};
+  tls::ContextProvider outbound{tls::Role::kOutboundMta};
+  queue::Spool* spool = nullptr;
+  IpLimiter ip_limits;
+  Counters counters;
+  std::atomic<uint64_t> spool_free_bytes{UINT64_MAX};  // refreshed by the control loop
+};
+
+}  // namespace postern::mta

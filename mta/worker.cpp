@@ -1,0 +1,176 @@
+#include "mta/worker.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <stdexcept>
+
+#include "mta/server/inbound_connection.h"
+
+namespace postern::mta {
+
+bool IpLimiter::acquire(const std::string& ip, uint32_t max) {
+  std::lock_guard lk(mu_);
+  auto& n = n_[ip];
+  if (n >= max) return false;
+  ++n;
+  return true;
+}
+
+void IpLimiter::release(const std::string& ip) {
+  std::lock_guard lk(mu_);
+  auto it = n_.find(ip);
+  if (it != n_.end() && --it->second == 0) n_.erase(it);
+}
+
+Worker::Worker(Runtime& rt, unsigned index) : rt_(rt), index_(index) {
+  uv_loop_init(&loop_);
+  uv_async_init(&loop_, &async_, on_async);
+  async_.data = this;
+  uv_timer_init(&loop_, &drain_timer_);
+  drain_timer_.data = this;
+}
+
+Worker::~Worker() {
+  join();
+  uv_loop_close(&loop_);
+}
+
+void Worker::bind(const std::vector<ListenAddr>& addrs) {
+  for (auto& a : addrs) {
+    sockaddr_storage ss{};
+    socklen_t len;
+    int family;
+    if (a.host.find(':') != std::string::npos) {
+      auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+      s6->sin6_family = AF_INET6;
+      s6->sin6_port = htons(a.port);
+      inet_pton(AF_INET6, a.host.c_str(), &s6->sin6_addr);
+      len = sizeof *s6;
+      family = AF_INET6;
+    } else {
+      auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
+      s4->sin_family = AF_INET;
+      s4->sin_port = htons(a.port);
+      inet_pton(AF_INET, a.host.c_str(), &s4->sin_addr);
+      len = sizeof *s4;
+      family = AF_INET;
+    }
+    // Debian's libuv 1.44 has no UV_TCP_REUSEPORT: make the socket ourselves.
+    int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        (family == AF_INET6 && ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
+        ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+      std::string err = std::strerror(errno);
+      if (fd >= 0) ::close(fd);
+      throw std::runtime_error("cannot listen on " + a.host + ":" + std::to_string(a.port) + ": " + err);
+    }
+    auto* tcp = new uv_tcp_t;
+    uv_tcp_init(&loop_, tcp);
+    tcp->data = this;
+    int r = uv_tcp_open(tcp, fd);
+    if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(tcp), 1024, on_connection);
+    if (r != 0) {
+      uv_close(reinterpret_cast<uv_handle_t*>(tcp), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+      throw std::runtime_error("cannot listen on " + a.host + ":" + std::to_string(a.port) + ": " + uv_strerror(r));
+    }
+    listeners_.push_back(tcp);
+  }
+}
+
+void Worker::start() {
+  thread_ = std::thread([this] {
+    uv_run(&loop_, UV_RUN_DEFAULT);
+  });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::post(std::function<void()> fn) {
+  {
+    std::lock_guard lk(mu_);
+    tasks_.push_back(std::move(fn));
+  }
+  uv_async_send(&async_);
+}
+
+void Worker::on_async(uv_async_t* a) {
+  auto* w = static_cast<Worker*>(a->data);
+  std::vector<std::function<void()>> tasks;
+  {
+    std::lock_guard lk(w->mu_);
+    tasks.swap(w->tasks_);
+  }
+  for (auto& t : tasks) t();
+}
+
+void Worker::on_connection(uv_stream_t* server, int status) {
+  auto* w = static_cast<Worker*>(server->data);
+  if (status < 0) {
+    spdlog::warn("worker={} accept error: {}", w->index_, uv_strerror(status));
+    return;
+  }
+  InboundConnection::accept(*w, server);
+}
+
+uint64_t Worker::register_conn(InboundConnection* c) {
+  uint64_t id = (static_cast<uint64_t>(index_) << 48) | next_id_++;
+  conns_[id] = c;
+  return id;
+}
+
+void Worker::unregister_conn(uint64_t id) {
+  conns_.erase(id);
+  if (draining_) maybe_finish();
+}
+
+InboundConnection* Worker::find_conn(uint64_t id) {
+  auto it = conns_.find(id);
+  return it == conns_.end() ? nullptr : it->second;
+}
+
+void Worker::drain(std::chrono::milliseconds deadline) {
+  post([this, deadline] { begin_drain(deadline); });
+}
+
+void Worker::begin_drain(std::chrono::milliseconds deadline) {
+  if (draining_) return;
+  draining_ = true;
+  for (auto* l : listeners_)
+    uv_close(reinterpret_cast<uv_handle_t*>(l), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+  listeners_.clear();
+  std::vector<InboundConnection*> all;
+  for (auto& [id, c] : conns_) all.push_back(c);
+  for (auto* c : all) c->drain();
+  uv_timer_start(&drain_timer_, [](uv_timer_t* t) {
+    auto* w = static_cast<Worker*>(t->data);
+    std::vector<InboundConnection*> left;
+    for (auto& [id, c] : w->conns_) left.push_back(c);
+    if (!left.empty()) spdlog::warn("worker={} drain deadline: closing {} sessions", w->index_, left.size());
+    for (auto* c : left) c->force_close();
+    if (!w->conns_.empty()) uv_timer_start(t, t->timer_cb, 100, 0);  // commits still answering
+  }, static_cast<uint64_t>(deadline.count()), 0);
+  maybe_finish();
+}
+
+void Worker::commit_answered() {
+  --pending_commits_;
+  if (draining_) maybe_finish();
+}
+
+void Worker::maybe_finish() {
+  if (finished_ || !conns_.empty() || pending_commits_ > 0) return;
+  finished_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+}
+
+}  // namespace postern::mta

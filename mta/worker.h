@@ -1,0 +1,69 @@
+// worker.h — one event-loop thread: its own uv_loop_t, its own SO_REUSEPORT listeners and the
+// sessions they accept. Nothing on a worker blocks on anything but its own sockets; the only
+// cross-thread entry is post(), through a uv_async_t.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "mta/runtime.h"
+
+namespace postern::mta {
+
+class InboundConnection;
+
+class Worker {
+ public:
+  Worker(Runtime& rt, unsigned index);
+  ~Worker();
+  // Binds the listeners (throws std::runtime_error naming the address on failure).
+  void bind(const std::vector<ListenAddr>& addrs);
+  void start();
+  // Thread-safe: runs fn on this worker's loop.
+  void post(std::function<void()> fn);
+  // Thread-safe: stop accepting, tell sessions to finish, force-close after the deadline.
+  void drain(std::chrono::milliseconds deadline);
+  void join();
+
+  Runtime& runtime() { return rt_; }
+  unsigned index() const { return index_; }
+  uv_loop_t* loop() { return &loop_; }
+  char* read_buffer() { return read_buf_; }
+  uint64_t register_conn(InboundConnection* c);
+  void unregister_conn(uint64_t id);
+  InboundConnection* find_conn(uint64_t id);
+  // Spool commits in flight: the loop stays up until every one has answered.
+  void commit_started() { ++pending_commits_; }
+  void commit_answered();
+
+ private:
+  static void on_async(uv_async_t* a);
+  static void on_connection(uv_stream_t* server, int status);
+  void begin_drain(std::chrono::milliseconds deadline);
+  void maybe_finish();
+
+  Runtime& rt_;
+  unsigned index_;
+  uv_loop_t loop_{};
+  uv_async_t async_{};
+  uv_timer_t drain_timer_{};
+  std::mutex mu_;
+  std::vector<std::function<void()>> tasks_;
+  std::vector<uv_tcp_t*> listeners_;
+  std::unordered_map<uint64_t, InboundConnection*> conns_;
+  uint64_t next_id_ = 1;
+  uint64_t pending_commits_ = 0;
+  bool draining_ = false;
+  bool finished_ = false;
+  std::thread thread_;
+  char read_buf_[64 * 1024];
+};
+
+}  // namespace postern::mta

@@ -1,0 +1,82 @@
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include "conf/config.h"
+
+using namespace postern;
+
+TEST(Config, Defaults) {
+  auto c = parse_config("", "t.toml");
+  EXPECT_EQ(c.smtp.listen.size(), 1u);
+  EXPECT_EQ(c.smtp.listen[0].port, 2525);
+  EXPECT_EQ(c.smtp.max_message_size, 52428800u);
+  EXPECT_EQ(c.queue.min_backoff, std::chrono::minutes(5));
+}
+
+TEST(Config, Parses) {
+  auto c = parse_config(R"(
+[server]
+hostname = "mx.example.org"
+workers = 2
+[smtp]
+listen = ["127.0.0.1:2600", "[::1]:2600"]
+max_recipients = 10
+idle_timeout = "30s"
+bare_lf = "normalize"
+[relay]
+domains = ["Example.ORG"]
+networks = ["10.0.0.0/8", "2001:db8::/32"]
+[routes]
+"example.org" = "[127.0.0.1]:2526"
+[outbound]
+tls = "encrypt"
+[outbound.tls_policy]
+"bank.example" = "verify"
+[queue]
+delay_warning = ""
+)", "t.toml");
+  EXPECT_EQ(c.hostname, "mx.example.org");
+  EXPECT_EQ(c.smtp.listen[1].host, "::1");
+  EXPECT_EQ(c.smtp.idle_timeout, std::chrono::seconds(30));
+  EXPECT_EQ(c.smtp.bare_lf, BareLfPolicy::kNormalize);
+  EXPECT_EQ(c.relay.domains[0], "example.org");
+  EXPECT_EQ(c.relay.networks.size(), 2u);
+  EXPECT_EQ(c.routes.at("example.org").port, 2526);
+  EXPECT_FALSE(c.routes.at("example.org").mx);
+  EXPECT_EQ(c.outbound.tls, TlsLevel::kEncrypt);
+  EXPECT_EQ(c.outbound.tls_policy.at("bank.example"), TlsLevel::kVerify);
+  EXPECT_EQ(c.queue.delay_warning.count(), 0);
+}
+
+TEST(Config, BadKeysAreNamed) {
+  struct Case { const char* toml; const char* key; } cases[] = {
+      {"[smtp]\nmax_recipent = 5\n", "smtp.max_recipent"},
+      {"[smtp]\nmax_recipients = \"five\"\n", "smtp.max_recipients"},
+      {"[smtp]\nlisten = [\"nowhere\"]\n", "smtp.listen"},
+      {"[smtp]\nidle_timeout = \"5 minutes\"\n", "smtp.idle_timeout"},
+      {"[relay]\nnetworks = [\"10.0.0.0/33\"]\n", "relay.networks"},
+      {"[outbound]\ntls = \"sometimes\"\n", "outbound.tls"},
+      {"[routes]\n\"a.example\" = \"[]:25\"\n", "routes.a.example"},
+      {"[bogus]\nx = 1\n", "bogus"},
+      {"[queue]\nmin_backoff = \"2h\"\nmax_backoff = \"1h\"\n", "queue.max_backoff"},
+  };
+  for (auto& c : cases) {
+    try {
+      parse_config(c.toml, "t.toml");
+      ADD_FAILURE() << "accepted: " << c.toml;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(c.key), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(parse_config("[smtp\n", "t.toml"), ConfigError);
+}
+
+TEST(Config, Networks) {
+  Network n;
+  ASSERT_TRUE(parse_network("192.168.0.0/16", n));
+  unsigned char in[4] = {192, 168, 4, 5}, out[4] = {192, 169, 0, 1};
+  EXPECT_TRUE(network_contains(n, in, AF_INET));
+  EXPECT_FALSE(network_contains(n, out, AF_INET));
+  ASSERT_TRUE(parse_network("10.1.2.3", n));
+  EXPECT_EQ(n.prefix, 32);
+}
