@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <stdexcept>
 
@@ -122,7 +123,8 @@ void Worker::on_connection(uv_stream_t* server, int status) {
 }
 
 uint64_t Worker::register_conn(InboundConnection* c) {
-  uint64_t id = (static_cast<uint64_t>(index_) << 48) | next_id_++;
+  static std::atomic<uint64_t> next{1};  // unique across workers, so logs can key on it
+  uint64_t id = next.fetch_add(1);
   conns_[id] = c;
   return id;
 }

@@ -58,7 +58,6 @@ class Worker {
   std::vector<std::function<void()>> tasks_;
   std::vector<uv_tcp_t*> listeners_;
   std::unordered_map<uint64_t, InboundConnection*> conns_;
-  uint64_t next_id_ = 1;
   uint64_t pending_commits_ = 0;
   bool draining_ = false;
   bool finished_ = false;

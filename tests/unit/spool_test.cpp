@@ -43,12 +43,10 @@ TEST(Spool, CommitAndRecover) {
     }
     for (auto& f : done) EXPECT_TRUE(f.get());
     EXPECT_GE(s.stats().messages, 20u);
-    // An unfinished message and a leftover .msg without envelope are not messages.
-    auto w = s.open(s.new_queue_id());
-    w->write("half");
+    // What a crash leaves: a half-written message in tmp/, a .msg renamed without its envelope.
     std::ofstream(dir + "/active/ORPHAN.msg") << "x";
-    std::ofstream(dir + "/tmp/LEFT.msg") << "x";
-    w.release();  // simulate a crash: the writer never finishes
+    std::ofstream(dir + "/tmp/LEFT.msg") << "half";
+    std::ofstream(dir + "/tmp/LEFT.env") << "{";
   }
   queue::Spool again(dir);
   auto rec = again.recovered();

@@ -1,0 +1,281 @@
+"""harness.py — runs the real posternd for end-to-end tests.
+
+Each Daemon gets its own state directory and free loopback ports, is started from the build
+tree, and is stopped by its PID. Every wait is bounded; nothing here reaches beyond 127.0.0.0/8.
+"""
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import hashlib
+
+BIN = os.environ.get("POSTERN_BIN", os.path.join(os.path.dirname(__file__), "../../build/bin"))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(cond, timeout=10.0, what="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def make_cert(path_prefix, cn, days=30, not_yet=False):
+    """Self-signed EC certificate for tests; returns (cert, key)."""
+    cert, key = path_prefix + ".crt", path_prefix + ".key"
+    args = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-keyout", key, "-out", cert, "-subj", "/CN=" + cn, "-days", str(days)]
+    subprocess.run(args, check=True, capture_output=True)
+    return cert, key
+
+
+def toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Daemon:
+    """posternd with its own state dir and port. sections: {"smtp": {"max_recipients": 3}, ...};
+    a section's keys override the defaults below."""
+
+    def __init__(self, sections=None, state_dir=None, port=None):
+        self.dir = state_dir or tempfile.mkdtemp(prefix="postern-e2e-")
+        self.port = port or free_port()
+        self.sections = sections or {}
+        self.proc = None
+        self.conf = os.path.join(self.dir, "postern.toml")
+        self.write_config()
+
+    def write_config(self, sections=None):
+        if sections is not None:
+            self.sections = sections
+        conf = {
+            "server": {"hostname": "mx.e2e.test", "state_dir": self.dir, "workers": 2,
+                       "log_level": "debug", "drain_timeout": "5s"},
+            "smtp": {"listen": ["127.0.0.1:%d" % self.port], "min_free_space": 0},
+            "relay": {"domains": ["example.test"], "networks": ["127.0.0.2/32"]},
+        }
+        for name, keys in self.sections.items():
+            conf.setdefault(name, {}).update(keys)
+        with open(self.conf, "w") as f:
+            for name, keys in conf.items():
+                f.write("[%s]\n" % name)
+                for k, v in keys.items():
+                    f.write('"%s" = %s\n' % (k, toml_value(v)))
+                f.write("\n")
+
+    @property
+    def log(self):
+        return os.path.join(self.dir, "log", "posternd.log")
+
+    def start(self, expect_ok=True):
+        self.out = open(os.path.join(self.dir, "stdout.txt"), "ab")
+        self.proc = subprocess.Popen([os.path.join(BIN, "posternd"), "--config", self.conf],
+                                     stdout=self.out, stderr=subprocess.STDOUT)
+        if expect_ok:
+            wait_for(self._listening, 15, "posternd to listen on %d" % self.port)
+        return self
+
+    def _listening(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("posternd exited with %s: %s" % (self.proc.returncode, self.read_out()))
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def read_out(self):
+        with open(os.path.join(self.dir, "stdout.txt"), "rb") as f:
+            return f.read().decode(errors="replace")[-3000:]
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=20):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("posternd did not stop on SIGTERM")
+        rc = self.proc.returncode if self.proc else 0
+        self.proc = None
+        return rc
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.proc = None
+
+    def cleanup(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # The spool.
+    def queued(self):
+        d = os.path.join(self.dir, "queue", "active")
+        if not os.path.isdir(d):
+            return []
+        return sorted(f[:-4] for f in os.listdir(d) if f.endswith(".env"))
+
+    def message(self, qid):
+        with open(os.path.join(self.dir, "queue", "active", qid + ".msg"), "rb") as f:
+            return f.read()
+
+    def envelope(self, qid):
+        import json
+        with open(os.path.join(self.dir, "queue", "active", qid + ".env")) as f:
+            return json.load(f)
+
+    def tmp_files(self):
+        return os.listdir(os.path.join(self.dir, "queue", "tmp"))
+
+
+class Smtp:
+    """A raw SMTP client: exact bytes out, exact replies in."""
+
+    def __init__(self, port, source="127.0.0.1", timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0))
+        self.buf = b""
+        self.banner = self.reply()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed; have %r" % self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line.decode(errors="replace")
+
+    def reply(self):
+        lines = []
+        while True:
+            line = self._line()
+            lines.append(line)
+            if len(line) < 4 or line[3] != "-":
+                return int(line[:3]), "\n".join(lines)
+
+    def cmd(self, line):
+        self.send(line + "\r\n")
+        return self.reply()
+
+    def starttls(self):
+        code, text = self.cmd("STARTTLS")
+        assert code == 220, text
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        self.sock = ctx.wrap_socket(self.sock, server_hostname="mx.e2e.test")
+        return self.sock
+
+    def peer_fingerprint(self):
+        der = self.sock.getpeercert(binary_form=True)
+        return hashlib.sha256(der).hexdigest()
+
+    def nothing_pending(self, wait=0.5):
+        """True when the server sent nothing more within `wait` seconds."""
+        if self.buf:
+            return False
+        self.sock.settimeout(wait)
+        try:
+            data = self.sock.recv(4096)
+            self.buf += data
+            return False
+        except (socket.timeout, ssl.SSLError, TimeoutError):
+            return True
+        finally:
+            self.sock.settimeout(10)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def swaks(port, *args, source=None):
+    cmd = ["swaks", "--server", "127.0.0.1:%d" % port, "--timeout", "20"]
+    if source:
+        cmd += ["--local-interface", source]
+    cmd += list(args)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    return r.returncode, r.stdout + r.stderr
+
+
+import contextlib
+
+
+def log_tail(d, n=40):
+    try:
+        with open(d.log, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+@contextlib.contextmanager
+def running(sections=None, **kw):
+    """A started daemon, stopped (and its state removed) afterwards; its log printed on failure."""
+    d = Daemon(sections, **kw).start()
+    try:
+        yield d
+        if d.proc is not None:
+            rc = d.stop()
+            assert rc == 0, "posternd exited with %s on SIGTERM" % rc
+    except BaseException:
+        print("---- posternd log tail (%s) ----\n%s" % (d.dir, log_tail(d)))
+        raise
+    finally:
+        d.cleanup()
+
+
+def send_message(port, rcpt="alice@example.test", sender="bob@remote.example", body="Subject: t\r\n\r\nhello\r\n",
+                 tls=False, source="127.0.0.1"):
+    """One complete transaction over a raw socket; returns (code, text) of the final reply."""
+    c = Smtp(port, source=source)
+    c.cmd("EHLO client.e2e")
+    if tls:
+        c.starttls()
+        c.cmd("EHLO client.e2e")
+    code, text = c.cmd("MAIL FROM:<%s>" % sender)
+    assert code == 250, text
+    code, text = c.cmd("RCPT TO:<%s>" % rcpt)
+    assert code == 250, text
+    code, text = c.cmd("DATA")
+    assert code == 354, text
+    c.send(body + ".\r\n")
+    r = c.reply()
+    c.cmd("QUIT")
+    c.close()
+    return r
