@@ -175,11 +175,6 @@ void Spool::run() {
       batch.swap(pending_);
     }
     commit_batch(batch);
-    {
-      std::lock_guard lk(mu_);
-      stats_.batches++;
-      stats_.messages += batch.size();
-    }
     batch.clear();
   }
 }
@@ -247,6 +242,11 @@ void Spool::commit_batch(std::vector<Pending>& batch) {
       ::unlink(msg_path(batch[i].w->qid_).c_str());
       ok[i] = 0;
     }
+  }
+  {
+    std::lock_guard lk(mu_);
+    stats_.batches++;
+    stats_.messages += batch.size();
   }
   for (size_t i = 0; i < batch.size(); ++i) {
     batch[i].w.reset();  // closes the message fd; unlinks tmp when not committed
