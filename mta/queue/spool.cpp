@@ -199,6 +199,7 @@ void Spool::commit_batch(std::vector<Pending>& batch) {
   }
   // 2. Flush data and envelopes: one filesystem sync for the whole batch when it is larger
   //    than one message; fdatasync per file otherwise (and if syncfs is refused).
+  auto t0 = std::chrono::steady_clock::now();
   bool synced = false;
   size_t n_ok = 0;
   for (char c : ok) n_ok += c;
@@ -243,6 +244,8 @@ void Spool::commit_batch(std::vector<Pending>& batch) {
       ok[i] = 0;
     }
   }
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+  SPDLOG_DEBUG("spool commit batch={} synced_in_us={} mode={}", batch.size(), us, synced ? "syncfs" : "fdatasync");
   {
     std::lock_guard lk(mu_);
     stats_.batches++;

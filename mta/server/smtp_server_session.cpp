@@ -81,8 +81,7 @@ void SmtpServerSession::close_with(std::string_view text) {
   }
   reply(text);
   set_state(State::kClosed);
-  in_.clear();
-  in_pos_ = 0;
+  discard_input();
 }
 
 void SmtpServerSession::junk(std::string_view text) {
@@ -107,55 +106,62 @@ bool SmtpServerSession::wants_input() const {
 
 void SmtpServerSession::feed(std::string_view bytes) {
   if (state_ == State::kClosed || starttls_pending_) return;
-  // Compact consumed input before growing the buffer.
-  if (in_pos_ > 0 && in_pos_ == in_.size()) {
-    in_.clear();
-    in_pos_ = 0;
-  } else if (in_pos_ > 64 * 1024) {
-    in_.erase(0, in_pos_);
-    in_pos_ = 0;
+  if (in_.empty()) {
+    src_ = bytes;  // nothing buffered: work on the caller's bytes without copying them
+  } else {
+    in_.append(bytes);
+    src_ = in_;
   }
-  in_.append(bytes);
+  src_pos_ = 0;
   process();
 }
+
+// Keeps what was not consumed for the next feed (a partial line, or input held while waiting).
+void SmtpServerSession::stash_input() {
+  std::string_view rest = src_.substr(src_pos_);
+  if (!in_.empty() && src_.data() == in_.data()) in_.erase(0, src_pos_);
+  else in_.assign(rest);
+  src_ = {};
+  src_pos_ = 0;
+}
+
+void SmtpServerSession::discard_input() { src_pos_ = src_.size(); }
 
 void SmtpServerSession::process() {
   if (processing_) return;  // a hook answered synchronously; the running loop continues
   processing_ = true;
   while (state_ != State::kClosed && state_ != State::kAwaitCommit && !starttls_pending_ &&
-         in_pos_ < in_.size()) {
-    std::string_view avail(in_.data() + in_pos_, in_.size() - in_pos_);
+         src_pos_ < src_.size()) {
+    std::string_view avail = src_.substr(src_pos_);
     if (state_ == State::kData) {
-      in_pos_ += consume_data(avail);
+      src_pos_ += consume_data(avail);
       if (data_end_) end_of_message();
     } else if (state_ == State::kBdatChunk) {
-      in_pos_ += consume_chunk(avail);
+      src_pos_ += consume_chunk(avail);
       if (chunk_left_ == 0) end_of_message();
     } else if (!process_command_line()) {
       break;  // need more bytes
     }
   }
-  if (in_pos_ == in_.size()) {
-    in_.clear();
-    in_pos_ = 0;
-  }
+  stash_input();
   processing_ = false;
 }
 
 // Takes one command line from the input. false when no complete line is buffered yet.
 bool SmtpServerSession::process_command_line() {
-  std::string_view avail(in_.data() + in_pos_, in_.size() - in_pos_);
-  size_t lf = avail.find('\n');
+  std::string_view avail = src_.substr(src_pos_);
+  const void* lfp = std::memchr(avail.data(), '\n', avail.size());
+  size_t lf = lfp ? static_cast<size_t>(static_cast<const char*>(lfp) - avail.data()) : std::string_view::npos;
   const size_t max = cfg_->smtp.max_line_length;
   if (lf == std::string_view::npos) {
     if (avail.size() > max) {  // drop the excess now, keep memory bounded; answer at end of line
       discarding_long_line_ = true;
-      in_pos_ = in_.size();
+      discard_input();
     }
     return false;
   }
   std::string_view line = avail.substr(0, lf);
-  in_pos_ += lf + 1;
+  src_pos_ += lf + 1;
   if (discarding_long_line_ || line.size() > max) {
     discarding_long_line_ = false;
     junk("500 5.5.2 Error: line too long");
@@ -454,8 +460,7 @@ void SmtpServerSession::cmd_starttls(std::string_view arg) {
     return junk("503 5.5.1 Error: MAIL transaction in progress");
   reply("220 2.0.0 Ready to start TLS");
   // CVE-2011-0411 class: nothing the client sent before the handshake may be read as a command.
-  in_.clear();
-  in_pos_ = 0;
+  discard_input();
   helo_.clear();
   esmtp_ = false;
   reset_transaction();
@@ -468,8 +473,7 @@ void SmtpServerSession::tls_established(std::string version, std::string cipher,
   tls_active_ = true;
   tls_desc_ = version + " with cipher " + cipher + " (" + std::to_string(bits) + "/" +
               std::to_string(bits) + " bits)";
-  in_.clear();
-  in_pos_ = 0;
+  in_.clear();  // (already empty: STARTTLS discarded it and feed() ignored plaintext since)
 }
 
 // --- message bodies -------------------------------------------------------------------------
@@ -496,6 +500,12 @@ void SmtpServerSession::flush_body() {
 // Content bytes (no dot handling): enforces the CRLF discipline. A bare CR or LF is either
 // refused at the end of the message or turned into CRLF, by policy.
 void SmtpServerSession::content_char_run(const char* p, size_t n) {
+  // Fast path: one ordinary line ending in CR LF (what consume_data hands over almost always).
+  if (!pending_cr_ && n >= 2 && p[n - 2] == '\r' && p[n - 1] == '\n' &&
+      std::memchr(p, '\r', n - 2) == nullptr && std::memchr(p, '\n', n - 2) == nullptr) {
+    body_bytes(p, n);
+    return;
+  }
   const bool normalize = cfg_->smtp.bare_lf == BareLfPolicy::kNormalize;
   size_t run = 0;  // start of the pending run of ordinary bytes
   for (size_t i = 0; i < n; ++i) {
@@ -552,8 +562,8 @@ size_t SmtpServerSession::consume_data(std::string_view in) {
       continue;
     }
     // Take a run up to and including the next line break.
-    size_t j = i;
-    while (j < in.size() && in[j] != '\n') ++j;
+    const void* lf = std::memchr(in.data() + i, '\n', in.size() - i);
+    size_t j = lf ? static_cast<size_t>(static_cast<const char*>(lf) - in.data()) : in.size();
     bool had_cr_before = pending_cr_;
     size_t end = j < in.size() ? j + 1 : j;
     content_char_run(in.data() + i, end - i);
@@ -628,6 +638,9 @@ void SmtpServerSession::commit_done(bool ok) {
   }
   reset_transaction();
   set_state(State::kReady);
+  if (processing_) return;  // answered synchronously from inside process(): it continues
+  src_ = in_;
+  src_pos_ = 0;
   process();
 }
 

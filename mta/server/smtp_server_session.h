@@ -100,6 +100,8 @@ class SmtpServerSession {
   };
 
   void process();
+  void stash_input();
+  void discard_input();
   bool process_command_line();
   void dispatch(std::string_view line);
   void set_state(State s);
@@ -139,8 +141,9 @@ class SmtpServerSession {
   bool tls_available_;
 
   State state_ = State::kInit;
-  std::string in_;
-  size_t in_pos_ = 0;
+  std::string in_;          // unconsumed input kept between feeds (bounded by the driver)
+  std::string_view src_;    // the input being processed: in_ or the bytes given to feed()
+  size_t src_pos_ = 0;
   std::string out_;
   bool discarding_long_line_ = false;
   bool starttls_pending_ = false;

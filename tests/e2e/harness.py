@@ -104,6 +104,17 @@ class Daemon:
         except OSError:
             return False
 
+    def log_text(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def wait_log(self, text, timeout=10):
+        """The log is flushed once a second: wait for a line rather than read it at once."""
+        return wait_for(lambda: text in self.log_text(), timeout, "log line %r" % text)
+
     def read_out(self):
         with open(os.path.join(self.dir, "stdout.txt"), "rb") as f:
             return f.read().decode(errors="replace")[-3000:]
