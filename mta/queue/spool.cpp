@@ -279,7 +279,15 @@ std::string envelope_to_json(const Envelope& env) {
   j["received_at"] = env.received_at;
   j["message_size"] = env.message_size;
   auto& rs = j["rcpts"] = nlohmann::json::array();
-  for (auto& r : env.rcpts) rs.push_back({{"addr", r.address}, {"notify", r.notify}, {"orcpt", r.orcpt}});
+  for (auto& r : env.rcpts)
+    rs.push_back({{"addr", r.address}, {"notify", r.notify}, {"orcpt", r.orcpt},
+                  {"state", static_cast<int>(r.state)}, {"status", r.status}, {"diag", r.diag},
+                  {"remote", r.remote}});
+  j["attempts"] = env.attempts;
+  j["next_attempt"] = env.next_attempt;
+  j["held"] = env.held;
+  j["is_bounce"] = env.is_bounce;
+  j["delay_warned"] = env.delay_warned;
   // Hostile bytes (invalid UTF-8 from SMTPUTF8 clients) are kept, never refused here.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
@@ -306,8 +314,18 @@ bool envelope_from_json(const std::string& text, Envelope& env) {
       rc.address = r.at("addr").get<std::string>();
       rc.notify = r.value("notify", std::string());
       rc.orcpt = r.value("orcpt", std::string());
+      int st = r.value("state", 0);
+      rc.state = st == 1 ? RcptState::kDelivered : st == 2 ? RcptState::kFailed : RcptState::kPending;
+      rc.status = r.value("status", std::string());
+      rc.diag = r.value("diag", std::string());
+      rc.remote = r.value("remote", std::string());
       env.rcpts.push_back(std::move(rc));
     }
+    env.attempts = j.value("attempts", 0u);
+    env.next_attempt = j.value("next_attempt", int64_t{0});
+    env.held = j.value("held", false);
+    env.is_bounce = j.value("is_bounce", false);
+    env.delay_warned = j.value("delay_warned", false);
   } catch (const nlohmann::json::exception&) {
     return false;
   }

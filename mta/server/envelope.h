@@ -10,10 +10,21 @@ namespace postern {
 
 enum class BodyType { k7Bit, k8BitMime };
 
+enum class RcptState { kPending = 0, kDelivered = 1, kFailed = 2 };
+
 struct Recipient {
   std::string address;  // local@domain (domain lowercased)
   std::string notify;   // "" (not given), "NEVER", or comma list of SUCCESS,FAILURE,DELAY
   std::string orcpt;    // "rfc822;xtext" as given, or ""
+  // Delivery state, kept in the .env file as it changes.
+  RcptState state = RcptState::kPending;
+  std::string status;   // enhanced status of the last attempt, e.g. "4.4.1"
+  std::string diag;     // last reply or reason, e.g. "451 4.3.0 try later" or "connect: refused"
+  std::string remote;   // "host[ip]:port" the last reply came from
+  std::string domain() const {
+    auto at = address.rfind('@');
+    return at == std::string::npos ? std::string() : address.substr(at + 1);
+  }
 };
 
 struct Envelope {
@@ -30,6 +41,12 @@ struct Envelope {
   std::string tls;  // "TLSv1.3 TLS_AES_256_GCM_SHA384" or ""
   int64_t received_at = 0;  // unix seconds
   uint64_t message_size = 0;  // bytes stored, Received: header included
+  // Queue state.
+  uint32_t attempts = 0;
+  int64_t next_attempt = 0;  // unix seconds; 0 = now
+  bool held = false;
+  bool is_bounce = false;    // a DSN made by Postern: never bounced itself
+  bool delay_warned = false;
 };
 
 }  // namespace postern

@@ -1,0 +1,186 @@
+// Tests of the sans-IO SMTP client session: transactions, per-recipient results, TLS policy,
+// the STARTTLS response-injection case and hostile replies.
+#include <gtest/gtest.h>
+
+#include "mta/client/smtp_client_session.h"
+
+using namespace postern;
+using namespace postern::smtp;
+
+namespace {
+
+Envelope make_env(std::vector<std::string> rcpts, bool utf8 = false) {
+  Envelope e;
+  e.queue_id = "Q1";
+  e.mail_from = "sender@example.org";
+  e.smtputf8 = utf8;
+  for (auto& r : rcpts) e.rcpts.push_back({r, "", ""});
+  return e;
+}
+
+struct Client {
+  Envelope env;
+  std::unique_ptr<SmtpClientSession> s;
+  Client(Envelope e, TlsLevel tls = TlsLevel::kMay) : env(std::move(e)) {
+    SmtpClientSession::Options o;
+    o.helo_name = "mx.test";
+    o.tls = tls;
+    ClientMessage m;
+    m.qid = env.queue_id;
+    m.env = &env;
+    for (size_t i = 0; i < env.rcpts.size(); ++i) m.rcpts.push_back(i);
+    m.size = 100;
+    s = std::make_unique<SmtpClientSession>(o, std::vector<ClientMessage>{m});
+  }
+  std::string say(const std::string& server) {
+    s->feed(server);
+    return s->take_output();
+  }
+};
+
+const char* kEhloFull = "250-peer\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-DSN\r\n250 CHUNKING\r\n";
+
+}  // namespace
+
+TEST(SmtpClient, PipelinedBdatTransaction) {
+  Client c(make_env({"a@example.test", "b@example.test", "c@example.test"}), TlsLevel::kNone);
+  EXPECT_EQ(c.say("220 peer ESMTP\r\n"), "EHLO mx.test\r\n");
+  EXPECT_EQ(c.say(kEhloFull),
+            "MAIL FROM:<sender@example.org> SIZE=100\r\nRCPT TO:<a@example.test>\r\n"
+            "RCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\n");
+  EXPECT_EQ(c.say("250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no such user\r\n250 2.1.5 ok\r\n"),
+            "BDAT 100 LAST\r\n");
+  EXPECT_TRUE(c.s->wants_body());
+  EXPECT_TRUE(c.s->use_bdat());
+  c.s->body_started();
+  c.s->body_sent();
+  EXPECT_EQ(c.say("250 2.0.0 queued\r\n"), "QUIT\r\n");
+  auto res = c.s->take_results();
+  ASSERT_EQ(res.size(), 3u);
+  std::map<size_t, RcptResult> by;
+  for (auto& r : res) by[r.index] = r;
+  EXPECT_EQ(by[0].outcome, Outcome::kDelivered);
+  EXPECT_EQ(by[1].outcome, Outcome::kFailed);
+  EXPECT_EQ(by[1].status, "5.1.1");
+  EXPECT_EQ(by[2].outcome, Outcome::kDelivered);
+  c.say("221 bye\r\n");
+  EXPECT_TRUE(c.s->done());
+}
+
+TEST(SmtpClient, DataWithoutPipeliningAndTempFailure) {
+  Client c(make_env({"a@example.test"}), TlsLevel::kNone);
+  c.say("220 peer\r\n");
+  EXPECT_EQ(c.say("250-peer\r\n250 8BITMIME\r\n"), "MAIL FROM:<sender@example.org>\r\n");
+  EXPECT_EQ(c.say("250 ok\r\n"), "RCPT TO:<a@example.test>\r\n");
+  EXPECT_EQ(c.say("250 ok\r\n"), "DATA\r\n");
+  EXPECT_EQ(c.say("354 go\r\n"), "");
+  EXPECT_TRUE(c.s->wants_body());
+  EXPECT_FALSE(c.s->use_bdat());
+  c.s->body_started();
+  c.s->body_sent();
+  EXPECT_EQ(c.say("451 4.3.0 try later\r\n"), "QUIT\r\n");
+  auto res = c.s->take_results();
+  ASSERT_EQ(res.size(), 1u);
+  EXPECT_EQ(res[0].outcome, Outcome::kDeferred);
+  EXPECT_EQ(res[0].status, "4.3.0");
+}
+
+TEST(SmtpClient, HeloFallback) {
+  Client c(make_env({"a@example.test"}), TlsLevel::kMay);
+  c.say("220 old\r\n");
+  EXPECT_EQ(c.say("502 what\r\n"), "HELO mx.test\r\n");
+  EXPECT_EQ(c.say("250 old\r\n"), "MAIL FROM:<sender@example.org>\r\n");
+}
+
+TEST(SmtpClient, EncryptNeverSendsMailInPlaintext) {
+  Client c(make_env({"a@example.test"}), TlsLevel::kEncrypt);
+  c.say("220 peer\r\n");
+  auto out = c.say("250-peer\r\n250 PIPELINING\r\n");
+  EXPECT_EQ(out.find("MAIL"), std::string::npos);
+  EXPECT_TRUE(c.s->host_failed());
+  EXPECT_NE(c.s->host_failure().find("does not offer STARTTLS"), std::string::npos);
+}
+
+TEST(SmtpClient, StarttlsResponseInjectionIsDiscarded) {
+  Client c(make_env({"a@example.test"}), TlsLevel::kEncrypt);
+  c.say("220 peer\r\n");
+  EXPECT_EQ(c.say("250-peer\r\n250 STARTTLS\r\n"), "STARTTLS\r\n");
+  EXPECT_EQ(c.say("220 go\r\n250-fake\r\n250 PIPELINING\r\n"), "");
+  EXPECT_TRUE(c.s->wants_starttls());
+  c.s->tls_started();
+  EXPECT_EQ(c.s->take_output(), "EHLO mx.test\r\n");  // the injected 250 was not taken as EHLO's reply
+  EXPECT_FALSE(c.s->peer_has("PIPELINING"));
+  EXPECT_EQ(c.say("250 peer\r\n"), "MAIL FROM:<sender@example.org>\r\n");
+}
+
+TEST(SmtpClient, HandshakeFailureBeforeMailIsAHostFailure) {
+  Client c(make_env({"a@example.test"}), TlsLevel::kEncrypt);
+  c.say("220 peer\r\n");
+  c.say("250-peer\r\n250 STARTTLS\r\n");
+  c.say("220 go\r\n");
+  c.s->connection_lost("TLS handshake failed");
+  EXPECT_TRUE(c.s->host_failed());
+  EXPECT_TRUE(c.s->take_results().empty());
+}
+
+TEST(SmtpClient, HostileRepliesAreBounded) {
+  {
+    Client c(make_env({"a@example.test"}), TlsLevel::kNone);
+    c.say("220 peer\r\n");
+    std::string endless;
+    for (int i = 0; i < 1000; ++i) endless += "250-more\r\n";
+    c.say(endless);
+    EXPECT_TRUE(c.s->done());
+    EXPECT_TRUE(c.s->host_failed());
+  }
+  {
+    Client c(make_env({"a@example.test"}), TlsLevel::kNone);
+    c.say(std::string(100000, 'x'));
+    EXPECT_TRUE(c.s->done());
+  }
+  {
+    Client c(make_env({"a@example.test"}), TlsLevel::kNone);
+    c.say("abc hello\r\n");
+    EXPECT_TRUE(c.s->host_failed());
+  }
+}
+
+TEST(SmtpClient, LostAfterDotIsDeferredAndFlagged) {
+  Client c(make_env({"a@example.test"}), TlsLevel::kNone);
+  c.say("220 peer\r\n");
+  c.say(kEhloFull);
+  c.say("250 ok\r\n250 ok\r\n");
+  c.s->body_started();
+  c.s->body_sent();
+  c.s->connection_lost("connection closed");
+  auto res = c.s->take_results();
+  ASSERT_EQ(res.size(), 1u);
+  EXPECT_EQ(res[0].outcome, Outcome::kDeferred);
+  EXPECT_TRUE(res[0].maybe_duplicate);
+}
+
+TEST(SmtpClient, Smtputf8NeedsServerSupport) {
+  Client c(make_env({"d\xc3\xb6rte@example.test"}, true), TlsLevel::kNone);
+  c.say("220 peer\r\n");
+  EXPECT_EQ(c.say(kEhloFull), "QUIT\r\n");
+  auto res = c.s->take_results();
+  ASSERT_EQ(res.size(), 1u);
+  EXPECT_EQ(res[0].outcome, Outcome::kFailed);
+  EXPECT_EQ(res[0].status, "5.6.7");
+}
+
+TEST(DotStuffer, StuffsLeadingDots) {
+  DotStuffer d;
+  std::string out;
+  d.stuff("a\r\n.b\r", out);
+  d.stuff("\n", out);
+  d.stuff(".", out);
+  d.stuff("\r\n", out);
+  d.finish(out);
+  EXPECT_EQ(out, "a\r\n..b\r\n..\r\n.\r\n");
+  DotStuffer e;
+  std::string o2;
+  e.stuff(".x", o2);
+  e.finish(o2);
+  EXPECT_EQ(o2, "..x\r\n.\r\n");
+}
