@@ -14,6 +14,7 @@
 
 #include "base/log.h"
 #include "conf/config.h"
+#include "mta/queue/scheduler.h"
 #include "mta/queue/spool.h"
 #include "mta/runtime.h"
 #include "mta/worker.h"
@@ -29,6 +30,8 @@ struct Daemon {
   uv_loop_t* loop = uv_default_loop();
   uv_signal_t sighup{}, sigterm{}, sigint{};
   uv_timer_t tick{};
+  uv_timer_t drain_watch{};
+  std::unique_ptr<mta::Scheduler> scheduler;
   bool draining = false;
   uint64_t config_reload_failures = 0;
 };
@@ -38,6 +41,22 @@ Daemon* g_daemon = nullptr;
 std::string ensure_default_cert(const Config& cfg) {
   if (!cfg.smtp.tls_cert_file.empty()) return "";
   return tls::ensure_self_signed(cfg.cert_file(), cfg.key_file(), cfg.hostname);
+}
+
+// Builds and publishes a role's context; a failure keeps the one in use.
+bool reload_tls(tls::ContextProvider& p, const Config& cfg) {
+  const char* role = tls::role_name(p.role());
+  std::string ca = p.role() == tls::Role::kOutboundMta ? cfg.outbound.ca_file : "";
+  std::string err = p.reload(cfg.cert_file(), cfg.key_file(), ca);
+  if (!err.empty()) {
+    spdlog::error("reload role={} refused, keeping generation {}: {}", role,
+                  p.current() ? p.current()->generation : 0, err);
+    return false;
+  }
+  auto cur = p.current();
+  spdlog::info("reload role={} generation={} subject={} fingerprint={} not_after={}", role, cur->generation,
+               cur->subject, cur->fingerprint_sha256, cur->not_after);
+  return true;
 }
 
 // SIGHUP (and later the admin API): one code path for every reload trigger.
@@ -60,16 +79,8 @@ void reload(Daemon& d, const std::string& why) {
     d.rt.config.publish(next);
     spdlog::info("reload: config applied from {}", next->path);
   }
-  std::string err = d.rt.inbound.reload(next->cert_file(), next->key_file());
-  if (!err.empty()) {
-    spdlog::error("reload role={} refused, keeping generation {}: {}", tls::role_name(tls::Role::kInboundMta),
-                  d.rt.inbound.current() ? d.rt.inbound.current()->generation : 0, err);
-  } else {
-    auto cur = d.rt.inbound.current();
-    spdlog::info("reload role={} generation={} subject={} fingerprint={} not_after={}",
-                 tls::role_name(tls::Role::kInboundMta), cur->generation, cur->subject,
-                 cur->fingerprint_sha256, cur->not_after);
-  }
+  reload_tls(d.rt.inbound, *next);
+  reload_tls(d.rt.outbound, *next);
 }
 
 void begin_drain(Daemon& d, const char* why) {
@@ -82,6 +93,14 @@ void begin_drain(Daemon& d, const char* why) {
   uv_close(reinterpret_cast<uv_handle_t*>(&d.sigterm), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&d.sigint), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&d.tick), nullptr);
+  // Keep the scheduler taking results until every worker has finished, then stop it.
+  uv_timer_init(d.loop, &d.drain_watch);
+  uv_timer_start(&d.drain_watch, [](uv_timer_t* t) {
+    for (auto& w : g_daemon->workers)
+      if (!w->finished()) return;
+    g_daemon->scheduler->stop();
+    uv_close(reinterpret_cast<uv_handle_t*>(t), nullptr);
+  }, 50, 50);
 }
 
 int run(const std::string& config_path) {
@@ -99,12 +118,8 @@ int run(const std::string& config_path) {
     spdlog::critical("cannot create the default_mta certificate: {}", err);
     return 1;
   }
-  if (cfg->smtp.starttls) {
-    if (auto err = d.rt.inbound.reload(cfg->cert_file(), cfg->key_file()); !err.empty()) {
-      spdlog::critical("inbound TLS: {}", err);
-      return 1;
-    }
-  }
+  if (cfg->smtp.starttls && !reload_tls(d.rt.inbound, *cfg)) return 1;
+  if (!reload_tls(d.rt.outbound, *cfg)) return 1;
   d.spool = std::make_unique<queue::Spool>(cfg->state_dir + "/queue");
   d.rt.spool = d.spool.get();
   d.rt.spool_free_bytes = d.spool->free_bytes();
@@ -121,6 +136,11 @@ int run(const std::string& config_path) {
     return 1;
   }
   for (auto& w : d.workers) w->start();
+  std::vector<mta::Worker*> ws;
+  for (auto& w : d.workers) ws.push_back(w.get());
+  d.scheduler = std::make_unique<mta::Scheduler>(d.loop, d.rt, ws);
+  d.rt.on_queued = [s = d.scheduler.get()](const Envelope& env) { s->submit(env); };
+  d.scheduler->load(d.spool->recovered());
 
   uv_signal_init(d.loop, &d.sighup);
   uv_signal_start(&d.sighup, [](uv_signal_t*, int) { reload(*g_daemon, "SIGHUP"); }, SIGHUP);

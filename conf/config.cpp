@@ -304,6 +304,12 @@ Config parse_config(std::string_view text, const std::string& path) {
     }
   }
   out.str("ca_file", c.outbound.ca_file);
+  out.duration("connect_timeout", c.outbound.connect_timeout);
+  out.duration("command_timeout", c.outbound.command_timeout);
+  out.uint("destination_concurrency", c.outbound.destination_concurrency, 1, 10000);
+  out.uint("max_connections", c.outbound.max_connections, 1, 100000);
+  out.uint("messages_per_connection", c.outbound.messages_per_connection, 1, 10000);
+  out.uint("mx_port", c.outbound.mx_port, 1, 65535);
   if (auto* pol = out.table("tls_policy")) {
     for (auto& [k, v] : *pol) {
       std::string key = "outbound.tls_policy." + std::string(k.str());

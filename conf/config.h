@@ -67,6 +67,16 @@ struct OutboundConfig {
   std::vector<std::string> dns_servers;
   std::map<std::string, TlsLevel> tls_policy;
   std::string ca_file;
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};
+  std::chrono::milliseconds command_timeout{std::chrono::minutes(5)};
+  uint32_t destination_concurrency = 20;
+  uint32_t max_connections = 200;
+  uint32_t messages_per_connection = 50;
+  uint16_t mx_port = 25;  // port for next hops found by MX lookup (tests use another)
+  TlsLevel level_for(const std::string& domain) const {
+    auto it = tls_policy.find(domain);
+    return it == tls_policy.end() ? tls : it->second;
+  }
 };
 
 struct QueueConfig {

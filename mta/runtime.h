@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -24,6 +25,12 @@ struct Counters {
   std::atomic<uint64_t> messages_commit_failed{0};
   std::atomic<uint64_t> tls_handshakes{0};
   std::atomic<uint64_t> tls_failures{0};
+  std::atomic<uint64_t> tls_handshakes_outbound{0};
+  std::atomic<uint64_t> tls_failures_outbound{0};
+  std::atomic<uint64_t> rcpts_delivered{0};
+  std::atomic<uint64_t> rcpts_deferred{0};
+  std::atomic<uint64_t> rcpts_bounced{0};
+  std::atomic<uint64_t> dsns_generated{0};
 };
 
 class IpLimiter {
@@ -45,6 +52,8 @@ struct Runtime {
   IpLimiter ip_limits;
   Counters counters;
   std::atomic<uint64_t> spool_free_bytes{UINT64_MAX};  // refreshed by the control loop
+  // Called (from the committer thread) for every message committed by the inbound side.
+  std::function<void(const Envelope&)> on_queued;
 };
 
 }  // namespace postern::mta

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "mta/delivery/outbound_connection.h"
 #include "mta/server/inbound_connection.h"
 
 namespace postern::mta {
@@ -38,6 +39,7 @@ Worker::Worker(Runtime& rt, unsigned index) : rt_(rt), index_(index) {
 
 Worker::~Worker() {
   join();
+  for (auto& [k, s] : tls_sessions_) SSL_SESSION_free(s);
   uv_loop_close(&loop_);
 }
 
@@ -158,9 +160,43 @@ void Worker::begin_drain(std::chrono::milliseconds deadline) {
     for (auto& [id, c] : w->conns_) left.push_back(c);
     if (!left.empty()) spdlog::warn("worker={} drain deadline: closing {} sessions", w->index_, left.size());
     for (auto* c : left) c->force_close();
+    std::vector<delivery::OutboundConnection*> out(w->outbound_.begin(), w->outbound_.end());
+    for (auto* o : out) o->abort();
     if (!w->conns_.empty()) uv_timer_start(t, t->timer_cb, 100, 0);  // commits still answering
   }, static_cast<uint64_t>(deadline.count()), 0);
   maybe_finish();
+}
+
+void Worker::deliver(delivery::DeliveryJob job, std::function<void(delivery::JobResult)> done) {
+  auto j = std::make_shared<delivery::DeliveryJob>(std::move(job));
+  post([this, j, done = std::move(done)]() mutable {
+    if (draining_) return;  // the scheduler is stopping too; the messages stay queued
+    delivery::OutboundConnection::start(*this, std::move(*j), std::move(done));
+  });
+}
+
+dns::Resolver& Worker::resolver() {
+  if (!resolver_) {
+    resolver_ = std::make_unique<dns::Resolver>(&loop_, rt_.config.load()->outbound.dns_servers);
+    if (!resolver_->init_error().empty()) spdlog::error("worker={} DNS: {}", index_, resolver_->init_error());
+  }
+  return *resolver_;
+}
+
+SSL_SESSION* Worker::tls_session(const std::string& key) {
+  auto it = tls_sessions_.find(key);
+  return it == tls_sessions_.end() ? nullptr : it->second;
+}
+
+void Worker::store_tls_session(const std::string& key, SSL_SESSION* s) {
+  auto& slot = tls_sessions_[key];
+  if (slot) SSL_SESSION_free(slot);
+  slot = s;
+}
+
+void Worker::outbound_finished(delivery::OutboundConnection* c) {
+  outbound_.erase(c);
+  if (draining_) maybe_finish();
 }
 
 void Worker::commit_answered() {
@@ -169,8 +205,10 @@ void Worker::commit_answered() {
 }
 
 void Worker::maybe_finish() {
-  if (finished_ || !conns_.empty() || pending_commits_ > 0) return;
+  if (finished_ || !conns_.empty() || pending_commits_ > 0 || !outbound_.empty()) return;
   finished_ = true;
+  finished_flag_ = true;
+  if (resolver_) resolver_->close();
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
 }

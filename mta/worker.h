@@ -11,13 +11,21 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
+#include "mta/delivery/delivery_job.h"
+#include "mta/dns/resolver.h"
 #include "mta/runtime.h"
 
 namespace postern::mta {
 
 class InboundConnection;
+}  // namespace postern::mta
+namespace postern::delivery {
+class OutboundConnection;
+}
+namespace postern::mta {
 
 class Worker {
  public:
@@ -33,12 +41,20 @@ class Worker {
   void join();
 
   Runtime& runtime() { return rt_; }
+  bool finished() const { return finished_flag_.load(); }
   unsigned index() const { return index_; }
   uv_loop_t* loop() { return &loop_; }
   char* read_buffer() { return read_buf_; }
   uint64_t register_conn(InboundConnection* c);
   void unregister_conn(uint64_t id);
   InboundConnection* find_conn(uint64_t id);
+  // Outbound delivery on this loop.
+  void deliver(delivery::DeliveryJob job, std::function<void(delivery::JobResult)> done);
+  dns::Resolver& resolver();
+  SSL_SESSION* tls_session(const std::string& key);
+  void store_tls_session(const std::string& key, SSL_SESSION* s);  // takes ownership
+  void outbound_started(delivery::OutboundConnection* c) { outbound_.insert(c); }
+  void outbound_finished(delivery::OutboundConnection* c);
   // Spool commits in flight: the loop stays up until every one has answered.
   void commit_started() { ++pending_commits_; }
   void commit_answered();
@@ -59,8 +75,12 @@ class Worker {
   std::vector<uv_tcp_t*> listeners_;
   std::unordered_map<uint64_t, InboundConnection*> conns_;
   uint64_t pending_commits_ = 0;
+  std::unique_ptr<dns::Resolver> resolver_;
+  std::unordered_map<std::string, SSL_SESSION*> tls_sessions_;
+  std::unordered_set<delivery::OutboundConnection*> outbound_;
   bool draining_ = false;
   bool finished_ = false;
+  std::atomic<bool> finished_flag_{false};
   std::thread thread_;
   char read_buf_[64 * 1024];
 };

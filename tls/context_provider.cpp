@@ -65,7 +65,8 @@ std::string openssl_errors() {
   return r.empty() ? "unknown OpenSSL error" : r;
 }
 
-BuildResult build_context(const std::string& cert_file, const std::string& key_file, bool server) {
+BuildResult build_context(const std::string& cert_file, const std::string& key_file, bool server,
+                          const std::string& ca_file) {
   ERR_clear_error();
   BuildResult br;
   SSL_CTX* ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
@@ -83,7 +84,10 @@ BuildResult build_context(const std::string& cert_file, const std::string& key_f
     SSL_CTX_ctrl(ctx, SSL_CTRL_SET_TLSEXT_TICKET_KEYS, 80,
                  const_cast<unsigned char*>(ticket_keys()));
   } else {
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    int ok = ca_file.empty() ? SSL_CTX_set_default_verify_paths(ctx)
+                             : SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr);
+    if (ok != 1) return {nullptr, "cannot load CA store " + ca_file + ": " + openssl_errors()};
   }
   if (cert_file.empty()) return {set, ""};  // client without a certificate
   if (SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1)
@@ -115,8 +119,9 @@ BuildResult build_context(const std::string& cert_file, const std::string& key_f
   return {set, ""};
 }
 
-std::string ContextProvider::reload(const std::string& cert_file, const std::string& key_file) {
-  BuildResult br = build_context(cert_file, key_file, role_ != Role::kOutboundMta);
+std::string ContextProvider::reload(const std::string& cert_file, const std::string& key_file,
+                                    const std::string& ca_file) {
+  BuildResult br = build_context(cert_file, key_file, role_ != Role::kOutboundMta, ca_file);
   if (!br.set) {
     failures_.fetch_add(1);
     return br.error;

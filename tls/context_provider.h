@@ -40,7 +40,10 @@ struct BuildResult {
 };
 
 // Builds a server (or client, for the outbound role) context from PEM files.
-BuildResult build_context(const std::string& cert_file, const std::string& key_file, bool server);
+// Client contexts also load the CA store used by outbound policy "verify" (ca_file, or the
+// system's default paths when empty).
+BuildResult build_context(const std::string& cert_file, const std::string& key_file, bool server,
+                          const std::string& ca_file = "");
 
 class ContextProvider {
  public:
@@ -48,7 +51,8 @@ class ContextProvider {
   Role role() const { return role_; }
   std::shared_ptr<const ContextSet> current() const { return snap_.load(); }
   // Builds and publishes; on failure keeps the old set and returns the reason.
-  std::string reload(const std::string& cert_file, const std::string& key_file);
+  std::string reload(const std::string& cert_file, const std::string& key_file,
+                     const std::string& ca_file = "");
   uint64_t reloads() const { return reloads_.load(); }
   uint64_t reload_failures() const { return failures_.load(); }
 

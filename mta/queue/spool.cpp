@@ -165,18 +165,73 @@ CommitStats Spool::stats() const {
   return stats_;
 }
 
+void Spool::update(const Envelope& env) {
+  {
+    std::lock_guard lk(mu_);
+    updates_.emplace_back(env.queue_id, envelope_to_json(env));
+  }
+  cv_.notify_one();
+}
+
+void Spool::remove(const std::string& qid) {
+  {
+    std::lock_guard lk(mu_);
+    removes_.push_back(qid);
+  }
+  cv_.notify_one();
+}
+
 void Spool::run() {
   std::vector<Pending> batch;
+  std::vector<std::pair<std::string, std::string>> updates;
+  std::vector<std::string> removes;
   for (;;) {
     {
       std::unique_lock lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || !pending_.empty(); });
-      if (pending_.empty() && stop_) return;
+      cv_.wait(lk, [&] { return stop_ || !pending_.empty() || !updates_.empty() || !removes_.empty(); });
+      if (pending_.empty() && updates_.empty() && removes_.empty() && stop_) return;
       batch.swap(pending_);
+      updates.swap(updates_);
+      removes.swap(removes_);
     }
-    commit_batch(batch);
+    if (!batch.empty()) commit_batch(batch);
+    if (!updates.empty() || !removes.empty()) apply_changes(updates, removes);
     batch.clear();
+    updates.clear();
+    removes.clear();
   }
+}
+
+// Envelope rewrites (write .env.tmp, flush, rename over .env) and deletions, one directory
+// fsync for all of them.
+void Spool::apply_changes(std::vector<std::pair<std::string, std::string>>& updates,
+                          std::vector<std::string>& removes) {
+  std::vector<std::pair<int, std::string>> written;  // fd, qid
+  for (auto& [qid, json] : updates) {
+    std::string tmp = env_path(qid) + ".tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || !write_all(fd, json.data(), json.size())) {
+      spdlog::error("queue_id={} cannot rewrite envelope: {}", qid, std::strerror(errno));
+      if (fd >= 0) ::close(fd);
+      ::unlink(tmp.c_str());
+      continue;
+    }
+    written.emplace_back(fd, qid);
+  }
+  bool synced = written.size() > 1 && ::syncfs(written.front().first) == 0;
+  for (auto& [fd, qid] : written) {
+    std::string tmp = env_path(qid) + ".tmp";
+    if ((!synced && ::fdatasync(fd) != 0) || ::rename(tmp.c_str(), env_path(qid).c_str()) != 0) {
+      spdlog::error("queue_id={} cannot install envelope: {}", qid, std::strerror(errno));
+      ::unlink(tmp.c_str());
+    }
+    ::close(fd);
+  }
+  for (auto& qid : removes) {
+    ::unlink(env_path(qid).c_str());  // the commit record first: a crash leaves an orphan .msg
+    ::unlink(msg_path(qid).c_str());
+  }
+  if (::fsync(active_fd_) != 0) spdlog::error("spool: fsync of {}/active failed: {}", dir_, std::strerror(errno));
 }
 
 void Spool::commit_batch(std::vector<Pending>& batch) {

@@ -61,6 +61,10 @@ class Spool {
   std::unique_ptr<SpoolWriter> open(const std::string& qid);
   // Hands the writer to the committer thread. done(ok) runs on the committer thread.
   void commit(std::unique_ptr<SpoolWriter> w, const Envelope& env, std::function<void(bool)> done);
+  // Rewrites a committed message's envelope (recipient states) durably; batched, asynchronous.
+  void update(const Envelope& env);
+  // Deletes a message whose every recipient is done; batched, asynchronous.
+  void remove(const std::string& qid);
   // Free bytes on the spool's filesystem (statvfs; cheap enough to call once a second).
   uint64_t free_bytes() const;
   const std::string& dir() const { return dir_; }
@@ -77,6 +81,7 @@ class Spool {
   };
   void run();
   void commit_batch(std::vector<Pending>& batch);
+  void apply_changes(std::vector<std::pair<std::string, std::string>>& updates, std::vector<std::string>& removes);
   void recover();
 
   std::string dir_;
@@ -85,6 +90,8 @@ class Spool {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Pending> pending_;
+  std::vector<std::pair<std::string, std::string>> updates_;  // qid, envelope JSON
+  std::vector<std::string> removes_;
   bool stop_ = false;
   CommitStats stats_;
   std::thread thread_;

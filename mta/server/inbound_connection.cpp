@@ -336,8 +336,9 @@ void InboundConnection::commit_message(const Envelope& env) {
   auto& rt = w_.runtime();
   spdlog::debug("queue_id={} commit size={} nrcpt={}", qid, env.message_size, env.rcpts.size());
   w->commit_started();
-  rt.spool->commit(std::move(writer_), env, [w, id, qid, &rt](bool ok) {
+  rt.spool->commit(std::move(writer_), env, [w, id, qid, &rt, env](bool ok) {
     (ok ? rt.counters.messages_accepted : rt.counters.messages_commit_failed).fetch_add(1);
+    if (ok && rt.on_queued) rt.on_queued(env);
     w->post([w, id, qid, ok] {
       if (auto* c = w->find_conn(id)) c->commit_finished(ok);
       else if (ok) spdlog::info("queue_id={} accepted after the client left (possible duplicate)", qid);

@@ -1,0 +1,41 @@
+// delivery_job.h — what the scheduler hands a worker to deliver over one connection (one next
+// hop, several messages), and what comes back: a result for every recipient it was given.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "conf/config.h"
+#include "mta/client/smtp_client_session.h"
+#include "mta/server/envelope.h"
+
+namespace postern::delivery {
+
+struct JobMessage {
+  std::string qid;
+  std::shared_ptr<const Envelope> env;  // a snapshot: the scheduler owns the live one
+  std::vector<size_t> rcpts;
+  std::string path;  // the .msg file
+  uint64_t size = 0;
+};
+
+struct DeliveryJob {
+  uint64_t id = 0;
+  std::string dest;    // scheduler's destination key
+  std::string domain;  // recipient domain: MX lookup, SNI, policy
+  bool has_route = false;
+  NextHop route;
+  TlsLevel tls = TlsLevel::kMay;
+  std::vector<JobMessage> msgs;
+};
+
+struct JobResult {
+  uint64_t id = 0;
+  std::string dest;
+  std::vector<smtp::RcptResult> results;
+  std::string remote;  // host[addr]:port that answered last, or ""
+};
+
+}  // namespace postern::delivery

@@ -1,0 +1,103 @@
+#include "mta/queue/dsn.h"
+
+#include <ctime>
+
+namespace postern::queue {
+namespace {
+
+std::string arrival_date(int64_t t) {
+  std::time_t tt = static_cast<std::time_t>(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+  return buf;
+}
+
+// Diagnostic text for a header field: one line, no control characters.
+std::string clean(const std::string& s) {
+  std::string r;
+  for (unsigned char c : s) r.push_back(c < 32 || c == 127 ? ' ' : static_cast<char>(c));
+  return r;
+}
+
+}  // namespace
+
+bool may_bounce(const Envelope& env) { return !env.mail_from.empty() && !env.is_bounce; }
+
+std::vector<size_t> wants_failure_dsn(const Envelope& env, const std::vector<size_t>& failed) {
+  std::vector<size_t> r;
+  if (!may_bounce(env)) return r;
+  for (size_t i : failed) {
+    const std::string& n = env.rcpts[i].notify;
+    if (n.empty() || n.find("FAILURE") != std::string::npos) r.push_back(i);
+  }
+  return r;
+}
+
+Dsn make_failure_dsn(const Envelope& orig, const std::vector<size_t>& rcpts, const std::string& original,
+                     const std::string& hostname, const std::string& date, const std::string& boundary) {
+  Dsn d;
+  d.env.mail_from = "";
+  d.env.is_bounce = true;
+  d.env.rcpts.push_back({orig.mail_from, "", ""});
+  d.env.smtputf8 = orig.smtputf8;
+  d.env.body = orig.body;
+  d.env.helo = hostname;
+  d.env.client_ip = "127.0.0.1";
+  d.env.received_at = static_cast<int64_t>(std::time(nullptr));
+
+  std::string& m = d.text;
+  m += "Date: " + date + "\r\n";
+  m += "From: Mail Delivery System <MAILER-DAEMON@" + hostname + ">\r\n";
+  m += "To: <" + orig.mail_from + ">\r\n";
+  m += "Subject: Undelivered Mail Returned to Sender\r\n";
+  m += "Auto-Submitted: auto-replied\r\n";
+  m += "MIME-Version: 1.0\r\n";
+  m += "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"" + boundary + "\"\r\n";
+  m += "\r\nThis is a MIME-encapsulated message.\r\n\r\n";
+  m += "--" + boundary + "\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n";
+  m += "This is the mail system at host " + hostname + ".\r\n\r\n";
+  m += "I'm sorry to have to inform you that your message could not\r\n";
+  m += "be delivered to one or more recipients. It's attached below.\r\n\r\n";
+  for (size_t i : rcpts) {
+    const Recipient& r = orig.rcpts[i];
+    m += "<" + r.address + ">: " + clean(r.diag.empty() ? "delivery failed" : r.diag) + "\r\n";
+  }
+  m += "\r\n--" + boundary + "\r\nContent-Type: message/delivery-status\r\n\r\n";
+  m += "Reporting-MTA: dns; " + hostname + "\r\n";
+  m += "X-Postern-Queue-ID: " + orig.queue_id + "\r\n";
+  if (!orig.envid.empty()) m += "Original-Envelope-Id: " + orig.envid + "\r\n";
+  m += "Arrival-Date: " + arrival_date(orig.received_at) + "\r\n";
+  for (size_t i : rcpts) {
+    const Recipient& r = orig.rcpts[i];
+    m += "\r\nFinal-Recipient: rfc822; " + r.address + "\r\n";
+    if (!r.orcpt.empty()) {
+      auto semi = r.orcpt.find(';');
+      m += "Original-Recipient: " + r.orcpt.substr(0, semi) + "; " + r.orcpt.substr(semi + 1) + "\r\n";
+    }
+    m += "Action: failed\r\n";
+    m += "Status: " + (r.status.empty() ? std::string("5.0.0") : r.status) + "\r\n";
+    if (!r.remote.empty()) m += "Remote-MTA: dns; " + clean(r.remote) + "\r\n";
+    if (!r.diag.empty()) {
+      bool smtp = r.diag.size() > 3 && std::isdigit(static_cast<unsigned char>(r.diag[0]));
+      m += "Diagnostic-Code: " + std::string(smtp ? "smtp; " : "X-Postern; ") + clean(r.diag) + "\r\n";
+    }
+  }
+  bool headers_only = orig.ret == "HDRS";
+  m += "\r\n--" + boundary + "\r\nContent-Type: " +
+       std::string(headers_only ? "text/rfc822-headers" : "message/rfc822") + "\r\n";
+  if (orig.body == BodyType::k8BitMime || orig.smtputf8) m += "Content-Transfer-Encoding: 8bit\r\n";
+  m += "\r\n";
+  if (headers_only) {
+    auto end = original.find("\r\n\r\n");
+    m += original.substr(0, end == std::string::npos ? original.size() : end + 2);
+  } else {
+    m += original;
+  }
+  if (m.size() < 2 || m.compare(m.size() - 2, 2, "\r\n") != 0) m += "\r\n";
+  m += "\r\n--" + boundary + "--\r\n";
+  return d;
+}
+
+}  // namespace postern::queue
