@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 import hashlib
+import json
 
 BIN = os.environ.get("POSTERN_BIN", os.path.join(os.path.dirname(__file__), "../../build/bin"))
 
@@ -290,3 +291,99 @@ def send_message(port, rcpt="alice@example.test", sender="bob@remote.example", b
     c.cmd("QUIT")
     c.close()
     return r
+
+
+# ---- test peers: stand-ins for the outside world (tests/peers) ----
+
+PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peers")
+# Debian's python3 has the packages scripts/install-deps installs (python3-dnslib).
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
+
+
+class Peer:
+    """tests/peers/smtp_peer.py on 127.0.0.x: stores what it receives, answers as told."""
+
+    def __init__(self, host="127.0.0.1", port=None, tls=True, flags=(), control=None):
+        self.dir = tempfile.mkdtemp(prefix="postern-peer-")
+        self.host, self.port = host, port or free_port()
+        self.control_path = os.path.join(self.dir, "control.json")
+        self.set_control(control or {})
+        args = [PYTHON, os.path.join(PEERS, "smtp_peer.py"), "--listen", "%s:%d" % (host, self.port),
+                "--dir", os.path.join(self.dir, "mail"), "--control", self.control_path]
+        if tls:
+            self.cert, self.key = make_cert(os.path.join(self.dir, "peer"), "peer.test")
+            args += ["--cert", self.cert, "--key", self.key]
+        args += list(flags)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        line = self.proc.stdout.readline()
+        assert b"ready" in line, "smtp peer did not start: %r" % line
+
+    def set_control(self, control):
+        with open(self.control_path, "w") as f:
+            json.dump(control, f)
+
+    def messages(self):
+        d = os.path.join(self.dir, "mail")
+        out = []
+        for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+            if name.endswith(".json"):
+                with open(os.path.join(d, name)) as f:
+                    meta = json.load(f)
+                with open(os.path.join(d, name[:-5] + ".eml"), "rb") as f:
+                    meta["body"] = f.read()
+                out.append(meta)
+        return out
+
+    def commands(self):
+        try:
+            with open(os.path.join(self.dir, "mail", "commands.log")) as f:
+                return [json.loads(l) for l in f if l.strip()]
+        except OSError:
+            return []
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class DnsPeer:
+    """tests/peers/dns_peer.py on 127.0.0.1: answers from a zone the test writes."""
+
+    def __init__(self, zone):
+        self.dir = tempfile.mkdtemp(prefix="postern-dns-")
+        self.port = free_udp_port()
+        self.zone_path = os.path.join(self.dir, "zone.json")
+        self.set_zone(zone)
+        self.proc = subprocess.Popen([PYTHON, os.path.join(PEERS, "dns_peer.py"), "--listen",
+                                      "127.0.0.1:%d" % self.port, "--zone", self.zone_path],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        line = self.proc.stdout.readline()
+        assert b"ready" in line, "dns peer did not start: %r" % line
+
+    def set_zone(self, zone):
+        with open(self.zone_path, "w") as f:
+            json.dump(zone, f)
+
+    def cleanup(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def free_udp_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def cert_fingerprint(path):
+    der = subprocess.run(["openssl", "x509", "-in", path, "-outform", "DER"], capture_output=True, check=True).stdout
+    return hashlib.sha256(der).hexdigest()

@@ -1,0 +1,231 @@
+"""End-to-end tests of the outbound MTA: swaks -> Postern -> test peers (SMTP and DNS)."""
+import os
+import re
+import threading
+import time
+
+from harness import (Daemon, DnsPeer, Peer, Smtp, cert_fingerprint, log_tail, make_cert, running,
+                     send_message, swaks, wait_for)
+
+QID = re.compile(r"queued as ([0-9A-Z]+)")
+
+
+def relay_conf(peer, tls="may", extra=None):
+    conf = {"routes": {"example.test": "[%s]:%d" % (peer.host, peer.port)},
+            "outbound": {"tls": tls, "connect_timeout": "2s", "command_timeout": "4s"},
+            "queue": {"min_backoff": "1s", "max_backoff": "2s"}}
+    for k, v in (extra or {}).items():
+        conf.setdefault(k, {}).update(v)
+    return conf
+
+
+def test_relay_with_starttls_on_both_legs_is_byte_identical():
+    # The peer must trust Postern's client certificate: make default_mta before Postern starts
+    # (posternd keeps an existing one), and give it to the peer as its client CA.
+    d = Daemon()
+    os.makedirs(os.path.join(d.dir, "certs"))
+    mta_cert, _ = make_cert(os.path.join(d.dir, "certs", "default_mta"), "mx.e2e.test")
+    peer = Peer(flags=["--client-cert", "--client-ca", mta_cert])
+    try:
+        d.write_config(relay_conf(peer, "encrypt"))
+        d.start()
+        data = ("From: bob@remote.example\r\nTo: alice@example.test\r\nSubject: both legs\r\n"
+                "Message-ID: <legs@remote.example>\r\n\r\nline one\r\n.leading dot\r\n..two dots\r\n"
+                "caf\u00e9\r\n").encode()
+        path = os.path.join(d.dir, "in.eml")
+        with open(path, "wb") as f:
+            f.write(data[:-2])  # swaks ends the data with CRLF . CRLF itself
+        rc, out = swaks(d.port, "--tls", "--to", "alice@example.test", "--from", "bob@remote.example",
+                        "--data", "@" + path)
+        assert rc == 0, out
+        qid = QID.search(out).group(1)
+        wait_for(lambda: len(peer.messages()) == 1, 15, "delivery to the peer")
+        m = peer.messages()[0]
+        assert m["tls"] is True
+        body = m["body"]
+        assert body.startswith(b"Received: from ")
+        # Everything after our Received: header is what swaks sent, byte for byte.
+        assert body.endswith(data), (body[-300:], data)
+        header = body[:len(body) - len(data)]
+        assert header.count(b"Received:") == 1 and b"id " + qid.encode() in header
+        assert b"(using TLSv1." in header
+        assert m["client_cert"] == cert_fingerprint(mta_cert), "the peer did not see Postern's certificate"
+        assert "<bob@remote.example>" in m["mail_from"]
+        assert not any(c["cmd"].upper().startswith("MAIL") and not c["tls"] for c in peer.commands())
+        wait_for(lambda: d.queued() == [], 10, "queue file removal")
+        d.wait_log("queue_id=%s to=<alice@example.test> relay=127.0.0.1[127.0.0.1:%d] attempt=1 status=sent"
+                   % (qid, peer.port))
+        assert d.stop() == 0
+    except BaseException:
+        print(log_tail(d))
+        raise
+    finally:
+        d.cleanup()
+        peer.cleanup()
+
+
+def test_temporary_failure_is_retried_and_delivered_once():
+    peer = Peer(control={"rules": [{"at": "EOD", "reply": "451 4.3.0 try again later", "times": 1}]})
+    try:
+        with running(relay_conf(peer)) as d:
+            code, text = send_message(d.port, body="Subject: retry\r\n\r\nonce\r\n")
+            assert code == 250, text
+            qid = QID.search(text).group(1)
+            d.wait_log("queue_id=%s deferred attempts=1" % qid)
+            wait_for(lambda: len(peer.messages()) == 1, 20, "delivery after the retry")
+            time.sleep(1.5)
+            assert len(peer.messages()) == 1
+            wait_for(lambda: d.queued() == [], 10, "queue file removal")
+    finally:
+        peer.cleanup()
+
+
+def test_one_of_three_recipients_bounces_with_dsn():
+    peer = Peer(control={"rules": [{"at": "RCPT", "match": "bob@", "reply": "550 5.1.1 <bob@example.test>: no such user"}]})
+    try:
+        with running(relay_conf(peer)) as d:
+            c = Smtp(d.port)
+            c.cmd("EHLO a")
+            assert c.cmd("MAIL FROM:<sender@example.test> ENVID=env42")[0] == 250
+            for r in ("alice", "bob", "carol"):
+                assert c.cmd("RCPT TO:<%s@example.test> NOTIFY=FAILURE" % r)[0] == 250
+            c.cmd("DATA")
+            c.send("Subject: three\r\nMessage-ID: <three@example.test>\r\n\r\nhello\r\n.\r\n")
+            code, text = c.reply()
+            assert code == 250, text
+            c.cmd("QUIT")
+            wait_for(lambda: len(peer.messages()) == 2, 20, "message and DSN at the peer")
+            msgs = peer.messages()
+            orig = [m for m in msgs if "sender@example.test" in m["mail_from"]]
+            dsn = [m for m in msgs if m["mail_from"].startswith("FROM:<>")]
+            assert len(orig) == 1 and len(dsn) == 1, [m["mail_from"] for m in msgs]
+            assert sorted(orig[0]["rcpts"]) == ["TO:<alice@example.test> NOTIFY=FAILURE",
+                                                "TO:<carol@example.test> NOTIFY=FAILURE"], orig[0]["rcpts"]
+            assert dsn[0]["rcpts"] == ["TO:<sender@example.test>"]
+            b = dsn[0]["body"].decode()
+            assert "multipart/report; report-type=delivery-status" in b
+            assert "Final-Recipient: rfc822; bob@example.test" in b
+            assert "Action: failed" in b and "Status: 5.1.1" in b
+            assert "Diagnostic-Code: smtp; 550 5.1.1" in b
+            assert "Original-Envelope-Id: env42" in b
+            assert "alice@example.test" not in b.split("message/delivery-status")[1].split("message/rfc822")[0]
+            assert "Message-ID: <three@example.test>" in b
+            wait_for(lambda: d.queued() == [], 10, "queue empty")
+    finally:
+        peer.cleanup()
+
+
+def test_null_sender_failure_never_bounces():
+    peer = Peer(control={"rules": [{"at": "RCPT", "reply": "550 5.1.1 no such user"}]})
+    try:
+        with running(relay_conf(peer)) as d:
+            code, text = send_message(d.port, sender="", body="Subject: bounce of a bounce\r\n\r\nx\r\n")
+            assert code == 250, text
+            qid = QID.search(text).group(1)
+            d.wait_log("queue_id=%s no DSN: null sender" % qid)
+            wait_for(lambda: d.queued() == [], 10, "queue empty")
+            time.sleep(1)
+            assert peer.messages() == []
+            assert d.queued() == []
+    finally:
+        peer.cleanup()
+
+
+def check_encrypt_defers(peer_flags=(), control=None):
+    peer = Peer(flags=list(peer_flags), control=control)
+    try:
+        with running(relay_conf(peer, "encrypt")) as d:
+            code, text = send_message(d.port, body="Subject: secret\r\n\r\nnever in clear\r\n")
+            assert code == 250, text
+            qid = QID.search(text).group(1)
+            d.wait_log("queue_id=%s deferred attempts=1" % qid, 20)
+            assert d.queued() == [qid]
+            assert peer.messages() == []
+            cmds = [c["cmd"] for c in peer.commands()]
+            assert not any(c.upper().startswith(("MAIL", "RCPT", "DATA", "BDAT")) for c in cmds), cmds
+            return d.log_text()
+    finally:
+        peer.cleanup()
+
+
+def test_encrypt_policy_without_starttls_defers():
+    log = check_encrypt_defers(["--no-starttls"])
+    assert "does not offer STARTTLS" in log
+
+
+def test_encrypt_policy_with_failing_handshake_defers():
+    log = check_encrypt_defers(control={"starttls": "garbage"})
+    assert "TLS with" in log and "failed" in log
+
+
+def test_encrypt_policy_with_injected_reply_defers():
+    check_encrypt_defers(control={"starttls": "inject"})
+
+
+def test_mx_lookup_prefers_lower_preference_then_falls_back():
+    mx1 = Peer(host="127.0.0.10", tls=False)
+    mx2 = Peer(host="127.0.0.11", port=mx1.port, tls=False)
+    dns = DnsPeer({"mx.example": {"MX": [[20, "mx2.mx.example"], [10, "mx1.mx.example"]]},
+                   "mx1.mx.example": {"A": ["127.0.0.10"]},
+                   "mx2.mx.example": {"A": ["127.0.0.11"]},
+                   "nullmx.example": {"MX": [[0, "."]]},
+                   "broken.example": "SERVFAIL"})
+    try:
+        conf = {"outbound": {"dns_servers": ["127.0.0.1:%d" % dns.port], "mx_port": mx1.port,
+                             "connect_timeout": "2s"},
+                "relay": {"domains": ["mx.example", "nullmx.example", "broken.example"]},
+                "queue": {"min_backoff": "1s", "max_backoff": "2s"}}
+        with running(conf) as d:
+            assert send_message(d.port, rcpt="a@mx.example")[0] == 250
+            wait_for(lambda: len(mx1.messages()) == 1, 15, "delivery to the preferred MX")
+            assert mx2.messages() == []
+            mx1.stop()
+            assert send_message(d.port, rcpt="b@mx.example")[0] == 250
+            wait_for(lambda: len(mx2.messages()) == 1, 15, "fallback to the next MX")
+            code, text = send_message(d.port, rcpt="c@nullmx.example", sender="")
+            qid = QID.search(text).group(1)
+            d.wait_log("queue_id=%s to=<c@nullmx.example> relay=none attempt=1 status=bounced dsn=5.1.10" % qid)
+            code, text = send_message(d.port, rcpt="d@broken.example")
+            qid = QID.search(text).group(1)
+            d.wait_log("queue_id=%s to=<d@broken.example> relay=none attempt=1 status=deferred dsn=4.4.3" % qid)
+    finally:
+        mx1.cleanup()
+        mx2.cleanup()
+        dns.cleanup()
+
+
+def test_kill9_during_delivery_loses_nothing():
+    peer = Peer(tls=False, control={"rules": [{"at": "EOD", "sleep": 0.05}]})
+    try:
+        with running(relay_conf(peer)) as d:
+            markers = []
+            lock = threading.Lock()
+
+            def sender(k):
+                for i in range(8):
+                    m = "k9-%d-%d" % (k, i)
+                    code, _ = send_message(d.port, body="Subject: %s\r\nX-Marker: %s\r\n\r\nx\r\n" % (m, m))
+                    assert code == 250
+                    with lock:
+                        markers.append(m)
+
+            threads = [threading.Thread(target=sender, args=(k,)) for k in range(5)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert len(markers) == 40
+            wait_for(lambda: len(peer.messages()) >= 3, 15, "some deliveries")
+            d.kill9()
+            d.start()
+            def got():
+                seen = set()
+                for m in peer.messages():
+                    mm = re.search(rb"X-Marker: (k9-\d+-\d+)", m["body"])
+                    if mm:
+                        seen.add(mm.group(1).decode())
+                return seen
+            wait_for(lambda: got() >= set(markers), 40, "every message delivered after the restart")
+            wait_for(lambda: d.queued() == [], 15, "queue empty")
+    finally:
+        peer.cleanup()
