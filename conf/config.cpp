@@ -324,6 +324,7 @@ Config parse_config(std::string_view text, const std::string& path) {
   q.duration("max_backoff", c.queue.max_backoff);
   q.duration("lifetime", c.queue.lifetime);
   q.duration("delay_warning", c.queue.delay_warning, true);
+  q.boolean("deliver", c.queue.deliver);
   q.finish();
   if (c.queue.max_backoff < c.queue.min_backoff) fail("queue.max_backoff", "must not be below queue.min_backoff");
 

@@ -84,6 +84,7 @@ struct QueueConfig {
   std::chrono::milliseconds max_backoff{std::chrono::hours(1)};
   std::chrono::milliseconds lifetime{std::chrono::hours(24 * 5)};
   std::chrono::milliseconds delay_warning{std::chrono::hours(4)};  // 0 = none
+  bool deliver = true;  // false: accept and queue only, deliver nothing (like defer_transports)
 };
 
 struct Config {

@@ -180,6 +180,7 @@ void Scheduler::make_ready(Entry& e) {
 void Scheduler::dispatch() {
   if (stopped_ || workers_.empty()) return;
   auto cfg = rt_.config.load();
+  if (!cfg->queue.deliver) return;  // queue only; the tick picks up again after a reload
   for (auto& [key, d] : dests_) {
     while (!d.waiting.empty() && active_ < cfg->outbound.max_connections &&
            d.active < cfg->outbound.destination_concurrency) {

@@ -58,7 +58,8 @@ class Daemon:
     """posternd with its own state dir and port. sections: {"smtp": {"max_recipients": 3}, ...};
     a section's keys override the defaults below."""
 
-    def __init__(self, sections=None, state_dir=None, port=None):
+    def __init__(self, sections=None, state_dir=None, port=None, deliver=True):
+        self.deliver = deliver
         self.dir = state_dir or tempfile.mkdtemp(prefix="postern-e2e-")
         self.port = port or free_port()
         self.sections = sections or {}
@@ -74,9 +75,16 @@ class Daemon:
                        "log_level": "debug", "drain_timeout": "5s"},
             "smtp": {"listen": ["127.0.0.1:%d" % self.port], "min_free_space": 0},
             "relay": {"domains": ["example.test"], "networks": ["127.0.0.2/32"]},
+            # Never the machine's resolver or any address beyond loopback: every domain goes to a
+            # closed loopback port unless a test routes it, and DNS to a dead local port.
+            "routes": {"*": "[127.0.0.1]:9"},
+            "outbound": {"dns_servers": ["127.0.0.1:9"]},
+            "queue": {"deliver": self.deliver},
         }
         for name, keys in self.sections.items():
             conf.setdefault(name, {}).update(keys)
+            for k in [k for k, v in conf[name].items() if v is None]:
+                del conf[name][k]
         with open(self.conf, "w") as f:
             for name, keys in conf.items():
                 f.write("[%s]\n" % name)

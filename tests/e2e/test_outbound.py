@@ -171,7 +171,8 @@ def test_mx_lookup_prefers_lower_preference_then_falls_back():
                    "nullmx.example": {"MX": [[0, "."]]},
                    "broken.example": "SERVFAIL"})
     try:
-        conf = {"outbound": {"dns_servers": ["127.0.0.1:%d" % dns.port], "mx_port": mx1.port,
+        conf = {"routes": {"*": None},
+                "outbound": {"dns_servers": ["127.0.0.1:%d" % dns.port], "mx_port": mx1.port,
                              "connect_timeout": "2s"},
                 "relay": {"domains": ["mx.example", "nullmx.example", "broken.example"]},
                 "queue": {"min_backoff": "1s", "max_backoff": "2s"}}
