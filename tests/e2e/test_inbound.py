@@ -307,7 +307,10 @@ def test_limits_idle_timeout_and_sessions_per_ip():
         c = Smtp(d.port)
         code, text = c.reply()
         assert code == 421 and "4.4.2" in text, text
+        assert c.sock.recv(100) == b""  # the server closed it
+        time.sleep(0.3)                 # and has released its slot
         a, b = Smtp(d.port), Smtp(d.port)
+        assert a.banner[0] == 220 and b.banner[0] == 220, (a.banner, b.banner)
         third = Smtp(d.port)
         assert third.banner[0] == 421 and "4.7.0" in third.banner[1], third.banner
         a.close()
