@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 
 namespace postern::smtp {
 namespace {
@@ -34,17 +35,18 @@ const char* state_name(SmtpClientSession::State s) {
 }  // namespace
 
 void DotStuffer::stuff(std::string_view in, std::string& out) {
-  size_t run = 0;
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (bol_ && in[i] == '.') {
-      out.append(in.data() + run, i - run);
-      out.push_back('.');
-      run = i;  // the original dot follows
-    }
-    bol_ = in[i] == '\n';
+  if (in.empty()) return;
+  out.reserve(out.size() + in.size() + 64);
+  size_t pos = 0;
+  while (pos < in.size()) {
+    if (bol_ && in[pos] == '.') out.push_back('.');  // the original dot follows
+    const void* lf = std::memchr(in.data() + pos, '\n', in.size() - pos);
+    size_t end = lf ? static_cast<size_t>(static_cast<const char*>(lf) - in.data()) + 1 : in.size();
+    out.append(in.data() + pos, end - pos);
+    bol_ = lf != nullptr;
+    pos = end;
   }
-  out.append(in.data() + run, in.size() - run);
-  if (!in.empty()) last_ = in.back();
+  last_ = in.back();
 }
 
 void DotStuffer::finish(std::string& out) {

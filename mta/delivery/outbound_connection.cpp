@@ -137,6 +137,7 @@ void OutboundConnection::attempt_failed(const std::string& why) {
 
 void OutboundConnection::on_connected(int status) {
   if (status < 0) return attempt_failed("connect to " + remote_ + ": " + uv_strerror(status));
+  uv_tcp_nodelay(tcp_, 1);  // command/reply turns: Nagle plus delayed ACK would add 40 ms each
   smtp::SmtpClientSession::Options o;
   o.helo_name = cfg_->hostname;
   o.tls = cur_.no_tls ? TlsLevel::kNone : job_.tls;

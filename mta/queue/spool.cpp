@@ -72,6 +72,7 @@ Spool::Spool(std::string dir) : dir_(std::move(dir)) {
   if (active_fd_ < 0) throw std::runtime_error("cannot open spool directory " + dir_ + "/active");
   recover();
   thread_ = std::thread([this] { run(); });
+  changes_thread_ = std::thread([this] { run_changes(); });
 }
 
 Spool::~Spool() {
@@ -87,6 +88,11 @@ void Spool::stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard lk(changes_mu_);  // stop_ is read under this lock too
+  }
+  changes_cv_.notify_all();
+  if (changes_thread_.joinable()) changes_thread_.join();
 }
 
 void Spool::recover() {
@@ -160,6 +166,11 @@ void Spool::commit(std::unique_ptr<SpoolWriter> w, const Envelope& env, std::fun
   cv_.notify_one();
 }
 
+bool Spool::stopping() const {
+  std::lock_guard lk(mu_);
+  return stop_;
+}
+
 CommitStats Spool::stats() const {
   std::lock_guard lk(mu_);
   return stats_;
@@ -167,36 +178,46 @@ CommitStats Spool::stats() const {
 
 void Spool::update(const Envelope& env) {
   {
-    std::lock_guard lk(mu_);
+    std::lock_guard lk(changes_mu_);
     updates_.emplace_back(env.queue_id, envelope_to_json(env));
   }
-  cv_.notify_one();
+  changes_cv_.notify_one();
 }
 
 void Spool::remove(const std::string& qid) {
   {
-    std::lock_guard lk(mu_);
+    std::lock_guard lk(changes_mu_);
     removes_.push_back(qid);
   }
-  cv_.notify_one();
+  changes_cv_.notify_one();
 }
 
 void Spool::run() {
   std::vector<Pending> batch;
+  for (;;) {
+    {
+      std::unique_lock lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || !pending_.empty(); });
+      if (pending_.empty() && stop_) return;
+      batch.swap(pending_);
+    }
+    commit_batch(batch);
+    batch.clear();
+  }
+}
+
+void Spool::run_changes() {
   std::vector<std::pair<std::string, std::string>> updates;
   std::vector<std::string> removes;
   for (;;) {
     {
-      std::unique_lock lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || !pending_.empty() || !updates_.empty() || !removes_.empty(); });
-      if (pending_.empty() && updates_.empty() && removes_.empty() && stop_) return;
-      batch.swap(pending_);
+      std::unique_lock lk(changes_mu_);
+      changes_cv_.wait(lk, [&] { return stopping() || !updates_.empty() || !removes_.empty(); });
+      if (updates_.empty() && removes_.empty() && stopping()) return;
       updates.swap(updates_);
       removes.swap(removes_);
     }
-    if (!batch.empty()) commit_batch(batch);
-    if (!updates.empty() || !removes.empty()) apply_changes(updates, removes);
-    batch.clear();
+    apply_changes(updates, removes);
     updates.clear();
     removes.clear();
   }
@@ -206,6 +227,7 @@ void Spool::run() {
 // fsync for all of them.
 void Spool::apply_changes(std::vector<std::pair<std::string, std::string>>& updates,
                           std::vector<std::string>& removes) {
+  auto t0 = std::chrono::steady_clock::now();
   std::vector<std::pair<int, std::string>> written;  // fd, qid
   for (auto& [qid, json] : updates) {
     std::string tmp = env_path(qid) + ".tmp";
@@ -231,7 +253,12 @@ void Spool::apply_changes(std::vector<std::pair<std::string, std::string>>& upda
     ::unlink(env_path(qid).c_str());  // the commit record first: a crash leaves an orphan .msg
     ::unlink(msg_path(qid).c_str());
   }
+  auto t1 = std::chrono::steady_clock::now();
   if (::fsync(active_fd_) != 0) spdlog::error("spool: fsync of {}/active failed: {}", dir_, std::strerror(errno));
+  auto t2 = std::chrono::steady_clock::now();
+  SPDLOG_DEBUG("spool changes updates={} removes={} write_us={} dirsync_us={}", updates.size(), removes.size(),
+               std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count(),
+               std::chrono::duration_cast<std::chrono::microseconds>(t2 - t1).count());
 }
 
 void Spool::commit_batch(std::vector<Pending>& batch) {

@@ -80,6 +80,8 @@ class Spool {
     std::function<void(bool)> done;
   };
   void run();
+  void run_changes();
+  bool stopping() const;
   void commit_batch(std::vector<Pending>& batch);
   void apply_changes(std::vector<std::pair<std::string, std::string>>& updates, std::vector<std::string>& removes);
   void recover();
@@ -90,8 +92,13 @@ class Spool {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Pending> pending_;
+  // Envelope rewrites and removals run on their own thread: unlinking just-written files costs
+  // the filesystem far more than a commit, and must never delay a 250.
+  std::mutex changes_mu_;
+  std::condition_variable changes_cv_;
   std::vector<std::pair<std::string, std::string>> updates_;  // qid, envelope JSON
   std::vector<std::string> removes_;
+  std::thread changes_thread_;
   bool stop_ = false;
   CommitStats stats_;
   std::thread thread_;
