@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "admin/control_plane.h"
 #include "base/log.h"
 #include "conf/config.h"
 #include "mta/queue/scheduler.h"
@@ -32,14 +33,22 @@ struct Daemon {
   uv_timer_t tick{};
   uv_timer_t drain_watch{};
   std::unique_ptr<mta::Scheduler> scheduler;
+  tls::ContextProvider console{tls::Role::kAdminConsole};
+  std::unique_ptr<admin::ControlPlane> control;
   bool draining = false;
   uint64_t config_reload_failures = 0;
 };
 
 Daemon* g_daemon = nullptr;
 
+std::string console_cert(const Config& c) { return c.state_dir + "/certs/default_console.crt"; }
+std::string console_key(const Config& c) { return c.state_dir + "/certs/default_console.key"; }
+
+// The self-signed defaults made at first start: default_mta (inbound and outbound MTA roles)
+// and default_console (admin console; SAN 127.0.0.1 so posternctl can verify it).
 std::string ensure_default_cert(const Config& cfg) {
-  if (!cfg.smtp.tls_cert_file.empty()) return "";
+  std::string err = tls::ensure_self_signed(console_cert(cfg), console_key(cfg), cfg.hostname, 825, "IP:127.0.0.1");
+  if (!err.empty() || !cfg.smtp.tls_cert_file.empty()) return err;
   return tls::ensure_self_signed(cfg.cert_file(), cfg.key_file(), cfg.hostname);
 }
 
@@ -47,7 +56,8 @@ std::string ensure_default_cert(const Config& cfg) {
 bool reload_tls(tls::ContextProvider& p, const Config& cfg) {
   const char* role = tls::role_name(p.role());
   std::string ca = p.role() == tls::Role::kOutboundMta ? cfg.outbound.ca_file : "";
-  std::string err = p.reload(cfg.cert_file(), cfg.key_file(), ca);
+  bool console = p.role() == tls::Role::kAdminConsole;
+  std::string err = p.reload(console ? console_cert(cfg) : cfg.cert_file(), console ? console_key(cfg) : cfg.key_file(), ca);
   if (!err.empty()) {
     spdlog::error("reload role={} refused, keeping generation {}: {}", role,
                   p.current() ? p.current()->generation : 0, err);
@@ -59,8 +69,10 @@ bool reload_tls(tls::ContextProvider& p, const Config& cfg) {
   return true;
 }
 
-// SIGHUP (and later the admin API): one code path for every reload trigger.
-void reload(Daemon& d, const std::string& why) {
+// SIGHUP, the admin API and NOTIFY from another node: one code path for every reload trigger.
+// Returns "" or what was refused.
+std::string reload(Daemon& d, const std::string& why) {
+  std::string failures;
   spdlog::info("reload requested by {}", why);
   auto old = d.rt.config.load();
   std::shared_ptr<const Config> next;
@@ -69,6 +81,7 @@ void reload(Daemon& d, const std::string& why) {
   } catch (const ConfigError& e) {
     ++d.config_reload_failures;
     spdlog::error("reload: config refused, keeping the running one: {}", e.what());
+    failures = std::string("config: ") + e.what();
     next = old;
   }
   if (next != old) {
@@ -79,8 +92,9 @@ void reload(Daemon& d, const std::string& why) {
     d.rt.config.publish(next);
     spdlog::info("reload: config applied from {}", next->path);
   }
-  reload_tls(d.rt.inbound, *next);
-  reload_tls(d.rt.outbound, *next);
+  for (auto* p : {&d.rt.inbound, &d.rt.outbound, &d.console})
+    if (!reload_tls(*p, *next)) failures += std::string(failures.empty() ? "" : "; ") + tls::role_name(p->role()) + " certificate refused";
+  return failures;
 }
 
 void begin_drain(Daemon& d, const char* why) {
@@ -99,6 +113,7 @@ void begin_drain(Daemon& d, const char* why) {
     for (auto& w : g_daemon->workers)
       if (!w->finished()) return;
     g_daemon->scheduler->stop();
+    g_daemon->control->stop();
     uv_close(reinterpret_cast<uv_handle_t*>(t), nullptr);
   }, 50, 50);
 }
@@ -120,6 +135,7 @@ int run(const std::string& config_path) {
   }
   if (cfg->smtp.starttls && !reload_tls(d.rt.inbound, *cfg)) return 1;
   if (!reload_tls(d.rt.outbound, *cfg)) return 1;
+  if (!reload_tls(d.console, *cfg)) return 1;
   d.spool = std::make_unique<queue::Spool>(cfg->state_dir + "/queue");
   d.rt.spool = d.spool.get();
   d.rt.spool_free_bytes = d.spool->free_bytes();
@@ -141,9 +157,28 @@ int run(const std::string& config_path) {
   d.scheduler = std::make_unique<mta::Scheduler>(d.loop, d.rt, ws);
   d.rt.on_queued = [s = d.scheduler.get()](const Envelope& env) { s->submit(env); };
   d.scheduler->load(d.spool->recovered());
+  d.control = std::make_unique<admin::ControlPlane>(
+      d.loop, d.rt, *d.scheduler, d.console,
+      admin::ControlPlane::Hooks{[](const std::string& why) { return reload(*g_daemon, why); }});
+  try {
+    d.control->start();
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    std::cerr << "posternd: " << e.what() << "\n";
+    d.control->stop();
+    for (auto& w : d.workers) w->drain(std::chrono::milliseconds(0));
+    d.scheduler->stop();
+    uv_run(d.loop, UV_RUN_DEFAULT);
+    for (auto& w : d.workers) w->join();
+    return 1;
+  }
 
   uv_signal_init(d.loop, &d.sighup);
-  uv_signal_start(&d.sighup, [](uv_signal_t*, int) { reload(*g_daemon, "SIGHUP"); }, SIGHUP);
+  uv_signal_start(&d.sighup, [](uv_signal_t*, int) {
+    std::string f = reload(*g_daemon, "SIGHUP");
+    g_daemon->control->raise(f.empty() ? "RELOAD_APPLIED" : "RELOAD_FAILED", f.empty() ? "info" : "error",
+                             f.empty() ? "reload on SIGHUP applied" : "reload on SIGHUP: " + f);
+  }, SIGHUP);
   uv_signal_init(d.loop, &d.sigterm);
   uv_signal_start(&d.sigterm, [](uv_signal_t*, int) { begin_drain(*g_daemon, "SIGTERM"); }, SIGTERM);
   uv_signal_init(d.loop, &d.sigint);
@@ -158,7 +193,8 @@ int run(const std::string& config_path) {
   spdlog::info("posternd {} started pid={} workers={} listen={} state_dir={} queued={}", POSTERN_VERSION,
                getpid(), n, listen, cfg->state_dir, d.spool->recovered().size());
   std::cout << "posternd: SMTP (STARTTLS " << (cfg->smtp.starttls ? "on" : "off") << ") on " << listen
-            << "; state in " << cfg->state_dir << "; log in " << (log_file.empty() ? "stderr" : log_file)
+            << "; admin API https://" << cfg->admin_listen << "/api/v1/ (token in " << cfg->state_dir
+            << "/admin.token); state in " << cfg->state_dir << "; log in " << (log_file.empty() ? "stderr" : log_file)
             << std::endl;
 
   uv_run(d.loop, UV_RUN_DEFAULT);

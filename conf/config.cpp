@@ -2,6 +2,9 @@
 #include "conf/config.h"
 
 #include <arpa/inet.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include <algorithm>
 #include <charconv>
@@ -229,6 +232,7 @@ Config parse_config(std::string_view text, const std::string& path) {
   server.uint("workers", c.workers, 0, 256);
   server.str("log_file", c.log_file);
   server.str("log_level", c.log_level);
+  server.str("node_name", c.node_name);
   server.duration("drain_timeout", c.drain_timeout);
   server.finish();
   if (c.hostname.empty()) fail("server.hostname", "must not be empty");
@@ -343,6 +347,11 @@ Config parse_config(std::string_view text, const std::string& path) {
   db.finish();
 
   top.finish();
+  if (c.node_name.empty()) {
+    char h[256] = {};
+    gethostname(h, sizeof h - 1);
+    c.node_name = std::string(h) + ":" + std::to_string(c.smtp.listen.front().port);
+  }
   return c;
 }
 

@@ -95,6 +95,7 @@ struct Config {
   unsigned workers = 0;  // 0: one per core
   std::string log_file;  // empty: <state_dir>/log/posternd.log
   std::string log_level = "info";
+  std::string node_name;  // "" = <system hostname>:<first SMTP port>; names this node to the others
   std::chrono::milliseconds drain_timeout{std::chrono::seconds(30)};
   SmtpConfig smtp;
   RelayConfig relay;

@@ -133,7 +133,7 @@ std::string ContextProvider::reload(const std::string& cert_file, const std::str
 }
 
 std::string ensure_self_signed(const std::string& cert_file, const std::string& key_file,
-                               const std::string& common_name, int days) {
+                               const std::string& common_name, int days, const std::string& extra_san) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (fs::exists(cert_file, ec) && fs::exists(key_file, ec)) return "";
@@ -161,7 +161,7 @@ std::string ensure_self_signed(const std::string& cert_file, const std::string& 
   X509V3_CTX v3;
   X509V3_set_ctx_nodb(&v3);
   X509V3_set_ctx(&v3, x, x, nullptr, nullptr, 0);
-  std::string san = "DNS:" + common_name;
+  std::string san = "DNS:" + common_name + (extra_san.empty() ? "" : "," + extra_san);
   for (auto [nid, val] : {std::pair{NID_subject_alt_name, san.c_str()},
                           std::pair{NID_basic_constraints, "critical,CA:FALSE"},
                           std::pair{NID_key_usage, "critical,digitalSignature,keyEncipherment"},

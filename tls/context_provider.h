@@ -66,7 +66,8 @@ class ContextProvider {
 
 // Creates a self-signed ECDSA P-256 certificate and key (0600) when the files do not exist yet.
 // Returns an error text or "".
+// extra_san: more subjectAltName entries, e.g. "IP:127.0.0.1".
 std::string ensure_self_signed(const std::string& cert_file, const std::string& key_file,
-                               const std::string& common_name, int days = 825);
+                               const std::string& common_name, int days = 825, const std::string& extra_san = "");
 
 }  // namespace postern::tls

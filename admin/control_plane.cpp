@@ -1,0 +1,376 @@
+// control_plane.cpp — see control_plane.h. Security-sensitive: the admin token (0600, compared
+// in constant time by AdminServer) and the API's queue actions.
+#include "admin/control_plane.h"
+
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace postern::admin {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const char* kChannel = "postern";
+
+HttpResponse ok_json(const json& j) { return {200, "application/json", j.dump()}; }
+HttpResponse err(int status, const std::string& msg) { return {status, "application/json", json_error(msg)}; }
+
+json rcpt_json(const Recipient& r) {
+  const char* st = r.state == RcptState::kDelivered ? "delivered" : r.state == RcptState::kFailed ? "failed" : "pending";
+  return {{"address", r.address}, {"state", st}, {"status", r.status}, {"diag", r.diag}, {"remote", r.remote}};
+}
+
+json queue_json(const mta::QueueInfo& q) {
+  json rs = json::array();
+  for (auto& r : q.rcpts) rs.push_back(rcpt_json(r));
+  return {{"queue_id", q.qid}, {"from", q.from},           {"received_at", q.received_at},
+          {"size", q.size},    {"attempts", q.attempts},   {"next_attempt", q.next_attempt},
+          {"held", q.held},    {"in_flight", q.in_flight}, {"recipients", rs}};
+}
+
+json role_json(const char* role, const tls::ContextProvider& p) {
+  auto cur = p.current();
+  if (!cur) return {{"role", role}, {"certificate", nullptr}};
+  std::string name = fs::path(cur->cert_file).stem().string();
+  return {{"role", role},           {"certificate", name},           {"file", cur->cert_file},
+          {"subject", cur->subject}, {"fingerprint", cur->fingerprint_sha256}, {"not_after", cur->not_after},
+          {"generation", cur->generation}, {"reloads", p.reloads()}, {"reload_failures", p.reload_failures()}};
+}
+
+std::vector<std::string> split_path(const std::string& p) {
+  std::vector<std::string> parts;
+  std::stringstream ss(p);
+  std::string s;
+  while (std::getline(ss, s, '/'))
+    if (!s.empty()) parts.push_back(s);
+  return parts;
+}
+
+}  // namespace
+
+std::string ensure_token(const std::string& state_dir) {
+  std::string path = state_dir + "/admin.token";
+  std::ifstream in(path);
+  std::string tok;
+  if (in >> tok && tok.size() >= 32) return tok;
+  unsigned char raw[32];
+  if (RAND_bytes(raw, sizeof raw) != 1) throw std::runtime_error("cannot generate the admin token");
+  static const char* hex = "0123456789abcdef";
+  for (unsigned char c : raw) {
+    tok.push_back(hex[c >> 4]);
+    tok.push_back(hex[c & 15]);
+  }
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || ::write(fd, (tok + "\n").data(), tok.size() + 1) != static_cast<ssize_t>(tok.size() + 1) ||
+      ::fsync(fd) != 0 || ::close(fd) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0)
+    throw std::runtime_error("cannot write " + path);
+  spdlog::info("admin api: token created in {}", path);
+  return tok;
+}
+
+ControlPlane::ControlPlane(uv_loop_t* loop, mta::Runtime& rt, mta::Scheduler& sched, tls::ContextProvider& console,
+                           Hooks hooks)
+    : loop_(loop), rt_(rt), sched_(sched), console_(console), hooks_(std::move(hooks)) {}
+
+ControlPlane::~ControlPlane() = default;
+
+void ControlPlane::start() {
+  auto cfg = rt_.config.load();
+  state_dir_ = cfg->state_dir;
+  node_ = cfg->node_name;
+  read_cache();
+  std::string conninfo = cfg->database_url;
+  if (conninfo.empty()) {
+    embedded_ = std::make_unique<EmbeddedPostgres>(loop_, cfg->state_dir);
+    if (auto e = embedded_->prepare(); !e.empty()) throw std::runtime_error("private PostgreSQL: " + e);
+    embedded_->start();
+    conninfo = embedded_->conninfo();
+  }
+  db_ = std::make_unique<PgClient>(loop_, conninfo, std::vector<std::string>{kChannel});
+  db_->on_state = [this](bool up) { on_db_state(up); };
+  db_->on_notify = [this](const std::string& c, const std::string& p) { on_notify(c, p); };
+  db_->start();
+
+  std::string token = ensure_token(cfg->state_dir);
+  api_ = std::make_unique<AdminServer>(loop_, console_, token,
+                                       [this](const HttpRequest& r, Responder resp) { handle(r, std::move(resp)); });
+  ListenAddr a;
+  parse_listen(cfg->admin_listen, a);
+  api_->listen(a.host, a.port);
+  spdlog::info("admin api: https://{}:{}/api/v1/ node={} database={}", a.host, a.port, node_,
+               cfg->database_url.empty() ? "private cluster" : "configured URL");
+}
+
+void ControlPlane::stop() {
+  if (api_) api_->close();
+  if (db_) db_->stop();
+  if (embedded_) embedded_->stop();
+}
+
+// --- events ---------------------------------------------------------------------------------
+
+void ControlPlane::raise(const std::string& code, const std::string& severity, const std::string& text,
+                         const std::string& queue_id, bool alert) {
+  ++events_raised_;
+  auto lvl = severity == "info" ? spdlog::level::info : severity == "warning" ? spdlog::level::warn
+                                                                                : spdlog::level::err;
+  spdlog::log(lvl, "event code={} severity={}{}{} {}", code, severity, queue_id.empty() ? "" : " queue_id=",
+              queue_id, text);
+  json e{{"node", node_}, {"code", code}, {"severity", severity}, {"text", text}, {"queue_id", queue_id},
+         {"alert", alert}, {"at", static_cast<int64_t>(std::time(nullptr))}};
+  if (!database_up()) {
+    if (buffered_.size() >= 1000) buffered_.pop_front();
+    buffered_.push_back(e.dump());
+    return;
+  }
+  insert_event(e.dump());
+}
+
+void ControlPlane::insert_event(const std::string& ej) {
+  db_->query(
+      "WITH e AS (INSERT INTO events (at, node, code, severity, text, queue_id, alert) "
+      "SELECT to_timestamp((j->>'at')::bigint), j->>'node', j->>'code', j->>'severity', j->>'text', "
+      "NULLIF(j->>'queue_id', ''), (j->>'alert')::boolean FROM (SELECT $1::jsonb AS j) s RETURNING id, code) "
+      "SELECT pg_notify('postern', json_build_object('node', $2::text, 'kind', 'event', 'id', e.id, "
+      "'code', e.code)::text) FROM e",
+      {ej, node_}, [this, ej](PgResult r) {
+        if (!r.ok) {  // keep it for when the database is back
+          if (buffered_.size() < 1000) buffered_.push_back(ej);
+        }
+      });
+}
+
+void ControlPlane::resolve_alert(const std::string& code) {
+  if (!database_up()) return;
+  db_->query("UPDATE events SET resolved_at = now() WHERE code = $1 AND alert AND resolved_at IS NULL", {code},
+             [](PgResult) {});
+}
+
+void ControlPlane::flush_buffered_events() {
+  std::deque<std::string> b;
+  b.swap(buffered_);
+  for (auto& e : b) insert_event(e);
+}
+
+void ControlPlane::on_db_state(bool up) {
+  if (up) {
+    flush_buffered_events();
+    if (db_was_up_ || !buffered_.empty()) {}
+    resolve_alert("DATABASE_UNAVAILABLE");
+    if (db_was_up_) raise("DATABASE_AVAILABLE", "info", "the database is reachable again");
+    db_was_up_ = true;
+    load_state();
+  } else {
+    raise("DATABASE_UNAVAILABLE", "error",
+          "the database is unreachable: " + db_->last_error() + "; mail flows on the cached state", "", true);
+  }
+}
+
+void ControlPlane::on_notify(const std::string& channel, const std::string& payload) {
+  auto j = json::parse(payload, nullptr, false);
+  if (j.is_discarded() || channel != kChannel) return;
+  std::string from = j.value("node", "");
+  if (from == node_) return;
+  std::string kind = j.value("kind", "");
+  if (kind == "reload") {
+    spdlog::info("notify: reload requested by node {}", from);
+    std::string failures = hooks_.reload ? hooks_.reload("NOTIFY from node " + from) : "";
+    ++reloads_;
+    if (!failures.empty()) ++reload_failures_;
+    raise(failures.empty() ? "RELOAD_APPLIED" : "RELOAD_FAILED", failures.empty() ? "info" : "error",
+          "reload requested by node " + from + (failures.empty() ? " applied" : " failed: " + failures));
+  } else if (kind == "event") {
+    spdlog::info("notify: event from node {} code={} id={}", from, j.value("code", ""), j.value("id", 0));
+  } else if (kind == "settings") {
+    load_state();
+  }
+}
+
+// --- state snapshot and its cache ---------------------------------------------------------------
+
+void ControlPlane::load_state() {
+  db_->query("SELECT key, value::text FROM settings ORDER BY key", {}, [this](PgResult r) {
+    if (!r.ok) return;
+    auto s = std::make_shared<ControlState>();
+    for (auto& row : r.rows) s->settings[row[0]] = row[1];
+    s->source = "database";
+    s->loaded_at = static_cast<int64_t>(std::time(nullptr));
+    write_cache(*s);
+    state_.publish(std::move(s));
+  });
+}
+
+void ControlPlane::write_cache(const ControlState& s) {
+  json j{{"settings", s.settings}, {"loaded_at", s.loaded_at}};
+  std::string dir = state_dir_ + "/cache", path = dir + "/control.json", tmp = path + ".tmp";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump() << "\n";
+    if (!out) return;
+  }
+  fs::rename(tmp, path, ec);
+}
+
+void ControlPlane::read_cache() {
+  std::ifstream in(state_dir_ + "/cache/control.json");
+  auto s = std::make_shared<ControlState>();
+  if (in) {
+    auto j = json::parse(in, nullptr, false);
+    if (!j.is_discarded() && j.contains("settings")) {
+      s->settings = j["settings"].get<std::map<std::string, std::string>>();
+      s->loaded_at = j.value("loaded_at", int64_t{0});
+      s->source = "cache";
+    }
+  }
+  state_.publish(std::move(s));
+}
+
+// --- the API -----------------------------------------------------------------------------------
+
+void ControlPlane::handle(const HttpRequest& req, Responder respond) {
+  if (req.path == "/metrics") {
+    if (req.method != "GET") return respond(err(405, "method not allowed"));
+    return respond({200, "text/plain; version=0.0.4; charset=utf-8", metrics()});
+  }
+  auto p = split_path(req.path);
+  if (p.size() < 3 || p[0] != "api" || p[1] != "v1") return respond(err(404, "no such endpoint"));
+  const std::string& area = p[2];
+  const std::string& m = req.method;
+  if (area == "health" && m == "GET") {
+    auto st = state();
+    return respond(ok_json({{"status", "ok"}, {"node", node_}, {"database", database_up() ? "up" : "down"},
+                            {"state_source", st->source}, {"queue", sched_.size()}}));
+  }
+  if (area == "version" && m == "GET") return respond(ok_json({{"version", POSTERN_VERSION}, {"node", node_}}));
+  if (area == "roles" && m == "GET") {
+    return respond(ok_json(json::array({role_json("inbound_mta", rt_.inbound), role_json("outbound_mta", rt_.outbound),
+                                        role_json("admin_console", console_)})));
+  }
+  if (area == "reload" && m == "POST") {
+    std::string failures = hooks_.reload ? hooks_.reload("admin API") : "";
+    ++reloads_;
+    if (!failures.empty()) ++reload_failures_;
+    raise(failures.empty() ? "RELOAD_APPLIED" : "RELOAD_FAILED", failures.empty() ? "info" : "error",
+          failures.empty() ? "reload requested through the admin API applied" : "reload failed: " + failures);
+    if (database_up())
+      db_->query("SELECT pg_notify('postern', json_build_object('node', $1::text, 'kind', 'reload')::text)", {node_},
+                 [](PgResult) {});
+    if (!failures.empty()) return respond(err(409, failures));
+    return respond(ok_json({{"reloaded", true}, {"node", node_}}));
+  }
+  if (area == "events" || area == "alerts") {
+    if (m != "GET") return respond(err(405, "method not allowed"));
+    int limit = 100;
+    if (auto it = req.query.find("limit"); it != req.query.end()) limit = std::clamp(std::atoi(it->second.c_str()), 1, 10000);
+    std::string sql =
+        "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), node, code, severity, text, "
+        "coalesce(queue_id, ''), alert, resolved_at IS NOT NULL FROM events ";
+    sql += area == "alerts" ? "WHERE alert AND resolved_at IS NULL ORDER BY id DESC" : "ORDER BY id DESC LIMIT " + std::to_string(limit);
+    return db_->query(sql, {}, [respond](PgResult r) {
+      if (!r.ok) return respond(err(503, r.error.rfind("database unavailable", 0) == 0 ? r.error : "database error: " + r.error));
+      json out = json::array();
+      for (auto& row : r.rows)
+        out.push_back({{"id", std::stoll(row[0])}, {"at", row[1]}, {"node", row[2]}, {"code", row[3]},
+                       {"severity", row[4]}, {"text", row[5]}, {"queue_id", row[6]}, {"alert", row[7] == "t"},
+                       {"resolved", row[8] == "t"}});
+      respond(ok_json(out));
+    });
+  }
+  if (area == "queue") {
+    if (p.size() == 3 && m == "GET") {
+      json out = json::array();
+      for (auto& q : sched_.list()) out.push_back(queue_json(q));
+      return respond(ok_json(out));
+    }
+    if (p.size() == 4 && p[3] == "flush" && m == "POST") {
+      size_t n = sched_.flush_all();
+      raise("QUEUE_FLUSH", "info", "flush of the whole queue: " + std::to_string(n) + " messages");
+      return respond(ok_json({{"flushed", n}}));
+    }
+    if (p.size() < 4) return respond(err(404, "no such endpoint"));
+    const std::string& qid = p[3];
+    mta::QueueInfo q;
+    if (!sched_.show(qid, q)) return respond(err(404, "no such message: " + qid));
+    if (p.size() == 4 && m == "GET") return respond(ok_json(queue_json(q)));
+    if (p.size() == 4 && m == "DELETE") {
+      sched_.remove(qid);
+      raise("QUEUE_DELETE", "info", "message deleted by an admin", qid);
+      return respond(ok_json({{"deleted", qid}}));
+    }
+    if (p.size() == 5 && m == "POST") {
+      const std::string& act = p[4];
+      bool ok;
+      if (act == "flush") ok = sched_.flush(qid);
+      else if (act == "hold") ok = sched_.hold(qid);
+      else if (act == "release") ok = sched_.release(qid);
+      else return respond(err(404, "no such action: " + act));
+      if (!ok) return respond(err(409, act + " is not possible now (held, in delivery, or not held)"));
+      std::string code = "QUEUE_" + std::string(act == "flush" ? "FLUSH" : act == "hold" ? "HOLD" : "RELEASE");
+      raise(code, "info", "message " + act + " by an admin", qid);
+      return respond(ok_json({{act, qid}}));
+    }
+    return respond(err(405, "method not allowed"));
+  }
+  respond(err(404, "no such endpoint"));
+}
+
+std::string ControlPlane::metrics() const {
+  std::ostringstream o;
+  auto& c = rt_.counters;
+  auto metric = [&](const char* name, const char* type, const char* help) {
+    o << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
+  };
+  metric("postern_sessions_active", "gauge", "Inbound SMTP sessions open now.");
+  o << "postern_sessions_active " << c.sessions_active.load() << "\n";
+  metric("postern_sessions_total", "counter", "Inbound SMTP sessions accepted.");
+  o << "postern_sessions_total " << c.sessions_total.load() << "\n";
+  metric("postern_sessions_refused_total", "counter", "Inbound sessions refused by connection limits.");
+  o << "postern_sessions_refused_total " << c.sessions_refused.load() << "\n";
+  metric("postern_messages_accepted_total", "counter", "Messages queued after 250 to DATA/BDAT.");
+  o << "postern_messages_accepted_total " << c.messages_accepted.load() << "\n";
+  metric("postern_recipients_total", "counter", "Delivery results per recipient.");
+  o << "postern_recipients_total{result=\"delivered\"} " << c.rcpts_delivered.load() << "\n";
+  o << "postern_recipients_total{result=\"deferred\"} " << c.rcpts_deferred.load() << "\n";
+  o << "postern_recipients_total{result=\"bounced\"} " << c.rcpts_bounced.load() << "\n";
+  metric("postern_dsn_generated_total", "counter", "Non-delivery notifications made.");
+  o << "postern_dsn_generated_total " << c.dsns_generated.load() << "\n";
+  metric("postern_queue_messages", "gauge", "Messages in the queue.");
+  o << "postern_queue_messages " << sched_.size() << "\n";
+  metric("postern_outbound_connections", "gauge", "Delivery connections in progress.");
+  o << "postern_outbound_connections " << sched_.active_connections() << "\n";
+  metric("postern_tls_handshakes_total", "counter", "Completed TLS handshakes per role.");
+  o << "postern_tls_handshakes_total{role=\"inbound_mta\"} " << c.tls_handshakes.load() << "\n";
+  o << "postern_tls_handshakes_total{role=\"outbound_mta\"} " << c.tls_handshakes_outbound.load() << "\n";
+  metric("postern_tls_handshake_failures_total", "counter", "Failed TLS handshakes per role.");
+  o << "postern_tls_handshake_failures_total{role=\"inbound_mta\"} " << c.tls_failures.load() << "\n";
+  o << "postern_tls_handshake_failures_total{role=\"outbound_mta\"} " << c.tls_failures_outbound.load() << "\n";
+  o << "postern_tls_handshake_failures_total{role=\"admin_console\"} " << (api_ ? api_->tls_failures() : 0) << "\n";
+  metric("postern_tls_reloads_total", "counter", "Certificate reloads applied per role.");
+  metric("postern_tls_reload_failures_total", "counter", "Certificate reloads refused per role.");
+  for (auto* p : {&rt_.inbound, &rt_.outbound, &console_}) {
+    o << "postern_tls_reloads_total{role=\"" << tls::role_name(p->role()) << "\"} " << p->reloads() << "\n";
+    o << "postern_tls_reload_failures_total{role=\"" << tls::role_name(p->role()) << "\"} " << p->reload_failures() << "\n";
+  }
+  metric("postern_admin_requests_total", "counter", "Admin API requests.");
+  o << "postern_admin_requests_total " << (api_ ? api_->requests() : 0) << "\n";
+  metric("postern_database_up", "gauge", "1 when the control-plane database is reachable.");
+  o << "postern_database_up " << (database_up() ? 1 : 0) << "\n";
+  metric("postern_events_total", "counter", "Events raised on this node.");
+  o << "postern_events_total " << events_raised_ << "\n";
+  return o.str();
+}
+
+}  // namespace postern::admin

@@ -1,0 +1,82 @@
+// control_plane.h — the top of the house, on the control thread: PostgreSQL (embedded or given
+// by URL), events and alerts, the snapshot of admin-managed state (cached on disk so posternd
+// starts and relays while the database is down), LISTEN/NOTIFY between nodes, and the admin
+// HTTPS API with /metrics.
+#pragma once
+
+#include <uv.h>
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "admin/admin_server.h"
+#include "admin/pg_client.h"
+#include "admin/pg_embedded.h"
+#include "base/snapshot.h"
+#include "mta/queue/scheduler.h"
+#include "mta/runtime.h"
+
+namespace postern::admin {
+
+// Admin-managed state the data path reads (grows with certificates, licenses and patterns).
+struct ControlState {
+  std::map<std::string, std::string> settings;  // key -> JSON text
+  std::string source = "empty";                 // "database", "cache" or "empty"
+  int64_t loaded_at = 0;
+};
+
+class ControlPlane {
+ public:
+  struct Hooks {
+    std::function<std::string(const std::string& why)> reload;  // returns "" or the failures
+  };
+  ControlPlane(uv_loop_t* loop, mta::Runtime& rt, mta::Scheduler& sched, tls::ContextProvider& console, Hooks hooks);
+  ~ControlPlane();
+  // Start-up (blocking where it must be: initdb). Throws std::runtime_error.
+  void start();
+  // Begins the shutdown: closes the API, the database connection and the private cluster.
+  void stop();
+
+  // Events: logged at once, stored in the database (buffered while it is down), NOTIFYed.
+  void raise(const std::string& code, const std::string& severity, const std::string& text,
+             const std::string& queue_id = "", bool alert = false);
+  void resolve_alert(const std::string& code);
+  const std::string& node() const { return node_; }
+  std::shared_ptr<const ControlState> state() const { return state_.load(); }
+  bool database_up() const { return db_ && db_->up(); }
+
+ private:
+  void handle(const HttpRequest& req, Responder respond);
+  void on_db_state(bool up);
+  void on_notify(const std::string& channel, const std::string& payload);
+  void load_state();
+  void write_cache(const ControlState& s);
+  void read_cache();
+  void flush_buffered_events();
+  void insert_event(const std::string& json);
+  std::string metrics() const;
+
+  uv_loop_t* loop_;
+  mta::Runtime& rt_;
+  mta::Scheduler& sched_;
+  tls::ContextProvider& console_;
+  Hooks hooks_;
+  std::string node_;
+  std::string state_dir_;
+  std::unique_ptr<EmbeddedPostgres> embedded_;
+  std::unique_ptr<PgClient> db_;
+  std::unique_ptr<AdminServer> api_;
+  Snapshot<ControlState> state_;
+  std::deque<std::string> buffered_;  // events (JSON) waiting for the database
+  uint64_t events_raised_ = 0;
+  uint64_t reloads_ = 0, reload_failures_ = 0;
+  bool db_was_up_ = false;
+};
+
+// Creates <state_dir>/admin.token (0600, 256 random bits) at first start; returns the token.
+std::string ensure_token(const std::string& state_dir);
+
+}  // namespace postern::admin

@@ -1,0 +1,83 @@
+// migrations.cpp — the control-plane schema, one numbered step at a time. Never edit a step that
+// has shipped; add the next number. Applied at start-up under an advisory lock, so several nodes
+// sharing one database migrate it once.
+#include "admin/pg_client.h"
+
+namespace postern::admin {
+
+const std::vector<Migration>& migrations() {
+  static const std::vector<Migration> m = {
+      {1, R"SQL(
+CREATE TABLE settings (
+  key        text PRIMARY KEY,
+  value      jsonb NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE certificates (
+  name        text PRIMARY KEY,
+  kind        text NOT NULL CHECK (kind IN ('csr', 'self-signed', 'imported')),
+  status      text NOT NULL CHECK (status IN ('requested', 'unused', 'in use')),
+  cert_pem    text,
+  chain_pem   text,
+  key_pem     text,
+  csr_pem     text,
+  fingerprint text,
+  not_before  timestamptz,
+  not_after   timestamptz,
+  created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE role_bindings (
+  role       text PRIMARY KEY CHECK (role IN ('inbound_mta', 'outbound_mta', 'admin_console', 'euq_console')),
+  cert_name  text NOT NULL REFERENCES certificates(name),
+  generation bigint NOT NULL DEFAULT 1,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE licenses (
+  product         text PRIMARY KEY,
+  activation_code text,
+  expires_on      date,
+  state           text NOT NULL DEFAULT 'not activated',
+  last_check      timestamptz,
+  updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE pattern_state (
+  engine       text PRIMARY KEY,
+  version      text,
+  signature_ok boolean,
+  installed_at timestamptz,
+  last_update  timestamptz,
+  last_error   text
+);
+CREATE TABLE events (
+  id          bigserial PRIMARY KEY,
+  at          timestamptz NOT NULL DEFAULT now(),
+  node        text NOT NULL,
+  code        text NOT NULL,
+  severity    text NOT NULL CHECK (severity IN ('info', 'warning', 'error', 'critical')),
+  text        text NOT NULL,
+  queue_id    text,
+  alert       boolean NOT NULL DEFAULT false,
+  resolved_at timestamptz
+);
+CREATE INDEX events_at ON events (at DESC);
+CREATE INDEX events_open_alerts ON events (code) WHERE alert AND resolved_at IS NULL;
+CREATE TABLE quarantine (
+  id          bigserial PRIMARY KEY,
+  node        text NOT NULL,
+  queue_id    text NOT NULL,
+  recipient   text NOT NULL,
+  sender      text NOT NULL,
+  subject     text,
+  reason      text NOT NULL,
+  size        bigint NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  released_at timestamptz,
+  deleted_at  timestamptz
+);
+CREATE INDEX quarantine_recipient ON quarantine (recipient) WHERE released_at IS NULL AND deleted_at IS NULL;
+)SQL"},
+  };
+  return m;
+}
+
+}  // namespace postern::admin

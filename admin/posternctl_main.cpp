@@ -1,0 +1,204 @@
+// posternctl — the admin command line. Speaks HTTPS to posternd's admin API, with the URL from
+// the config and the bearer token from the state directory; verifies the server against the
+// admin-console certificate in the state directory (or --cacert). Human tables by default,
+// --json for scripts. A refused call exits non-zero with the reason on stderr.
+#include <curl/curl.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "conf/config.h"
+
+using nlohmann::json;
+
+namespace {
+
+struct Client {
+  std::string base, token, cacert;
+  bool insecure = false;
+
+  // Returns the HTTP status (0 on transport failure, with the reason in body).
+  long call(const std::string& method, const std::string& path, std::string& body) {
+    CURL* c = curl_easy_init();
+    std::string url = base + path;
+    body.clear();
+    curl_slist* hdr = curl_slist_append(nullptr, ("Authorization: Bearer " + token).c_str());
+    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
+    if (method == "POST") curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    if (insecure) {
+      curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+      curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    } else if (!cacert.empty()) {
+      curl_easy_setopt(c, CURLOPT_CAINFO, cacert.c_str());
+    }
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, +[](char* p, size_t s, size_t n, void* u) {
+      static_cast<std::string*>(u)->append(p, s * n);
+      return s * n;
+    });
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    if (rc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    else body = std::string("cannot reach ") + url + ": " + curl_easy_strerror(rc);
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(c);
+    return status;
+  }
+};
+
+std::string when(int64_t t) {
+  if (t <= 0) return "now";
+  std::time_t tt = static_cast<std::time_t>(t);
+  std::tm tm{};
+  localtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+void print_queue(const json& q) {
+  std::printf("%-16s %8s %4s %-5s %-19s %-30s %s\n", "QUEUE ID", "SIZE", "TRY", "HELD", "NEXT ATTEMPT", "SENDER",
+              "RECIPIENTS (pending)");
+  for (auto& m : q) {
+    int pending = 0;
+    std::string first;
+    for (auto& r : m["recipients"])
+      if (r["state"] == "pending") {
+        if (!pending++) first = r["address"];
+      }
+    std::string from = m["from"].get<std::string>();
+    std::printf("%-16s %8llu %4u %-5s %-19s %-30s %d %s\n", m["queue_id"].get<std::string>().c_str(),
+                static_cast<unsigned long long>(m["size"].get<uint64_t>()), m["attempts"].get<unsigned>(),
+                m["held"].get<bool>() ? "yes" : "no", when(m["next_attempt"].get<int64_t>()).c_str(),
+                from.empty() ? "<>" : from.c_str(), pending, first.c_str());
+  }
+}
+
+void print_message(const json& m) {
+  std::printf("queue id:   %s\nsender:     <%s>\nreceived:   %s\nsize:       %llu\nattempts:   %u\nheld:       %s\n"
+              "next:       %s\n",
+              m["queue_id"].get<std::string>().c_str(), m["from"].get<std::string>().c_str(),
+              when(m["received_at"].get<int64_t>()).c_str(), static_cast<unsigned long long>(m["size"].get<uint64_t>()),
+              m["attempts"].get<unsigned>(), m["held"].get<bool>() ? "yes" : "no",
+              when(m["next_attempt"].get<int64_t>()).c_str());
+  for (auto& r : m["recipients"])
+    std::printf("  %-9s <%s> %s %s\n", r["state"].get<std::string>().c_str(), r["address"].get<std::string>().c_str(),
+                r["status"].get<std::string>().c_str(), r["diag"].get<std::string>().c_str());
+}
+
+void print_events(const json& ev) {
+  std::printf("%-20s %-22s %-8s %-24s %-16s %s\n", "TIME (UTC)", "NODE", "SEVERITY", "CODE", "QUEUE ID", "TEXT");
+  for (auto& e : ev)
+    std::printf("%-20s %-22s %-8s %-24s %-16s %s\n", e["at"].get<std::string>().c_str(), e["node"].get<std::string>().c_str(),
+                e["severity"].get<std::string>().c_str(), e["code"].get<std::string>().c_str(),
+                e["queue_id"].get<std::string>().c_str(), e["text"].get<std::string>().c_str());
+}
+
+void print_roles(const json& roles) {
+  std::printf("%-14s %-18s %-22s %-4s %s\n", "ROLE", "CERTIFICATE", "NOT AFTER", "GEN", "SHA-256");
+  for (auto& r : roles) {
+    if (r["certificate"].is_null()) {
+      std::printf("%-14s %-18s\n", r["role"].get<std::string>().c_str(), "(none)");
+      continue;
+    }
+    std::printf("%-14s %-18s %-22s %-4llu %s\n", r["role"].get<std::string>().c_str(),
+                r["certificate"].get<std::string>().c_str(), r["not_after"].get<std::string>().c_str(),
+                static_cast<unsigned long long>(r["generation"].get<uint64_t>()), r["fingerprint"].get<std::string>().c_str());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"posternctl - administer a running posternd through its admin API"};
+  std::string config = "conf/postern.toml", url, token_file, cacert;
+  bool as_json = false, insecure = false;
+  app.add_option("-c,--config", config, "posternd's configuration (admin.listen, server.state_dir)")->capture_default_str();
+  app.add_flag("--json", as_json, "print the API's JSON");
+  app.add_option("--url", url, "admin API base URL (default: https://<admin.listen>)");
+  app.add_option("--token-file", token_file, "bearer token file (default: <state_dir>/admin.token)");
+  app.add_option("--cacert", cacert, "CA/certificate to verify the server (default: <state_dir>/certs/default_console.crt)");
+  app.add_flag("-k,--insecure", insecure, "do not verify the server certificate");
+  app.set_version_flag("--version", std::string("posternctl ") + POSTERN_VERSION);
+  app.require_subcommand(1);
+
+  std::string method, path;
+  auto* queue = app.add_subcommand("queue", "the mail queue")->require_subcommand(1);
+  std::string qid;
+  queue->add_subcommand("list", "messages in the queue")->callback([&] { method = "GET"; path = "/api/v1/queue"; });
+  auto* show = queue->add_subcommand("show", "one message");
+  show->add_option("queue_id", qid)->required();
+  show->callback([&] { method = "GET"; path = "/api/v1/queue/" + qid; });
+  auto* flush = queue->add_subcommand("flush", "retry now (one message, or all deferred)");
+  flush->add_option("queue_id", qid);
+  flush->callback([&] { method = "POST"; path = qid.empty() ? "/api/v1/queue/flush" : "/api/v1/queue/" + qid + "/flush"; });
+  for (auto act : {"delete", "hold", "release"}) {
+    auto* sc = queue->add_subcommand(act, std::string(act) + " a message");
+    sc->add_option("queue_id", qid)->required();
+    sc->callback([&, act] {
+      method = std::string(act) == "delete" ? "DELETE" : "POST";
+      path = "/api/v1/queue/" + qid + (std::string(act) == "delete" ? "" : "/" + std::string(act));
+    });
+  }
+  auto* role = app.add_subcommand("role", "certificate roles")->require_subcommand(1);
+  role->add_subcommand("list", "what certificate each role serves")->callback([&] { method = "GET"; path = "/api/v1/roles"; });
+  int limit = 50;
+  auto* events = app.add_subcommand("events", "recent events");
+  events->add_option("--limit", limit, "how many")->capture_default_str();
+  events->callback([&] { method = "GET"; path = "/api/v1/events?limit=" + std::to_string(limit); });
+  app.add_subcommand("alerts", "problems that are still true")->callback([&] { method = "GET"; path = "/api/v1/alerts"; });
+  app.add_subcommand("reload", "re-read config and certificates on this node (and tell the others)")
+      ->callback([&] { method = "POST"; path = "/api/v1/reload"; });
+  app.add_subcommand("status", "health of the node")->callback([&] { method = "GET"; path = "/api/v1/health"; });
+  CLI11_PARSE(app, argc, argv);
+
+  Client cl;
+  try {
+    postern::Config cfg = postern::load_config(config);
+    cl.base = url.empty() ? "https://" + cfg.admin_listen : url;
+    if (token_file.empty()) token_file = cfg.state_dir + "/admin.token";
+    cl.cacert = cacert.empty() ? cfg.state_dir + "/certs/default_console.crt" : cacert;
+  } catch (const postern::ConfigError& e) {
+    if (url.empty() || token_file.empty()) {
+      std::cerr << "posternctl: " << e.what() << "\n";
+      return 2;
+    }
+    cl.base = url;
+    cl.cacert = cacert;
+  }
+  cl.insecure = insecure;
+  std::ifstream tf(token_file);
+  if (!(tf >> cl.token)) {
+    std::cerr << "posternctl: cannot read the admin token from " << token_file << "\n";
+    return 2;
+  }
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  std::string body;
+  long status = cl.call(method, path, body);
+  curl_global_cleanup();
+  if (status < 200 || status > 299) {
+    auto j = json::parse(body, nullptr, false);
+    std::string why = !j.is_discarded() && j.is_object() && j.contains("error") ? j["error"].get<std::string>() : body;
+    std::cerr << "posternctl: " << (status ? std::to_string(status) + " " : "") << why << "\n";
+    return 1;
+  }
+  auto j = json::parse(body, nullptr, false);
+  if (as_json || j.is_discarded()) {
+    std::cout << (j.is_discarded() ? body : j.dump(2)) << "\n";
+    return 0;
+  }
+  if (path == "/api/v1/queue") print_queue(j);
+  else if (path.rfind("/api/v1/queue/", 0) == 0 && method == "GET") print_message(j);
+  else if (path.rfind("/api/v1/events", 0) == 0 || path == "/api/v1/alerts") print_events(j);
+  else if (path == "/api/v1/roles") print_roles(j);
+  else std::cout << j.dump(2) << "\n";
+  return 0;
+}
