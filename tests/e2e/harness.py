@@ -60,6 +60,7 @@ class Daemon:
 
     def __init__(self, sections=None, state_dir=None, port=None, deliver=True):
         self.deliver = deliver
+        self.admin_port = free_port()
         self.dir = state_dir or tempfile.mkdtemp(prefix="postern-e2e-")
         self.port = port or free_port()
         self.sections = sections or {}
@@ -80,6 +81,7 @@ class Daemon:
             "routes": {"*": "[127.0.0.1]:9"},
             "outbound": {"dns_servers": ["127.0.0.1:9"]},
             "queue": {"deliver": self.deliver},
+            "admin": {"listen": "127.0.0.1:%d" % self.admin_port},
         }
         for name, keys in self.sections.items():
             conf.setdefault(name, {}).update(keys)
@@ -109,6 +111,7 @@ class Daemon:
             raise AssertionError("posternd exited with %s: %s" % (self.proc.returncode, self.read_out()))
         try:
             socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            socket.create_connection(("127.0.0.1", self.admin_port), timeout=0.5).close()
             return True
         except OSError:
             return False
@@ -153,7 +156,36 @@ class Daemon:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        stop_postmaster(os.path.join(self.dir, "pgdata"))
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def admin_url(self):
+        return "https://127.0.0.1:%d" % self.admin_port
+
+    def token(self):
+        with open(os.path.join(self.dir, "admin.token")) as f:
+            return f.read().strip()
+
+    def api(self, method, path, token=True, timeout=10):
+        """(status, parsed JSON or text) from the admin API, verifying its certificate."""
+        import urllib.request
+        import urllib.error
+        ctx = ssl.create_default_context(cafile=os.path.join(self.dir, "certs", "default_console.crt"))
+        req = urllib.request.Request(self.admin_url() + path, method=method, data=b"" if method == "POST" else None)
+        if token:
+            req.add_header("Authorization", "Bearer " + (token if isinstance(token, str) else self.token()))
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=timeout) as r:
+                body, status, ctype = r.read().decode(), r.status, r.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as e:
+            body, status, ctype = e.read().decode(), e.code, e.headers.get("Content-Type", "")
+        return status, (json.loads(body) if ctype.startswith("application/json") else body)
+
+    def ctl(self, *args):
+        """posternctl against this daemon: (exit status, stdout, stderr)."""
+        r = subprocess.run([os.path.join(BIN, "posternctl"), "--config", self.conf] + list(args),
+                           capture_output=True, text=True, timeout=60)
+        return r.returncode, r.stdout, r.stderr
 
     # The spool.
     def queued(self):
@@ -381,6 +413,61 @@ class DnsPeer:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def stop_postmaster(pgdata):
+    """Stops a PostgreSQL left running in pgdata (after a kill -9 of its posternd)."""
+    try:
+        with open(os.path.join(pgdata, "postmaster.pid")) as f:
+            pid = int(f.readline())
+        os.kill(pid, signal.SIGQUIT)
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.05)
+    except (OSError, ValueError):
+        pass
+
+
+def as_postgres(args):
+    """Runs a PostgreSQL tool as the unprivileged postgres user when we are root."""
+    if os.geteuid() == 0:
+        args = ["runuser", "-u", "postgres", "--"] + args
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+class ExternalPostgres:
+    """A PostgreSQL cluster of the test's own (unix socket only), for database.url tests."""
+
+    def __init__(self):
+        import glob
+        self.bin = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+        self.dir = tempfile.mkdtemp(prefix="postern-pg-")
+        os.chmod(self.dir, 0o755)
+        self.data, self.sock = os.path.join(self.dir, "data"), os.path.join(self.dir, "sock")
+        for d in (self.data, self.sock):
+            os.mkdir(d, 0o700)
+            if os.geteuid() == 0:
+                shutil.chown(d, "postgres", "postgres")
+        r = as_postgres([self.bin + "/initdb", "-D", self.data, "-U", "postern", "-A", "trust", "--no-sync"])
+        assert r.returncode == 0, r.stdout + r.stderr
+        self.start()
+
+    @property
+    def url(self):
+        return "host=%s dbname=postgres user=postern connect_timeout=3" % self.sock
+
+    def start(self):
+        r = as_postgres([self.bin + "/pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.sock, "log"),
+                         "-o", "-k %s -c listen_addresses=''" % self.sock, "start"])
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    def stop(self):
+        as_postgres([self.bin + "/pg_ctl", "-D", self.data, "-w", "-m", "fast", "stop"])
+
+    def cleanup(self):
+        self.stop()
+        stop_postmaster(self.data)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
