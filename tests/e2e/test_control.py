@@ -196,3 +196,26 @@ def test_metrics_parse_as_prometheus_text():
         assert samples['postern_tls_reloads_total{role="inbound_mta"}'] >= 1
         assert samples["postern_database_up"] == 1
         assert "postern_queue_messages" in samples
+
+
+def test_private_postgres_is_restarted_when_it_dies():
+    import signal
+    with running() as d:
+        wait_db(d)
+        pidfile = os.path.join(d.dir, "pgdata", "postmaster.pid")
+        with open(pidfile) as f:
+            first = int(f.readline())
+        os.kill(first, signal.SIGKILL)
+        d.wait_log("private PostgreSQL exited")
+        assert send_message(d.port)[0] == 250  # mail does not wait for the database
+
+        def back():
+            try:
+                with open(pidfile) as f:
+                    pid = int(f.readline())
+            except (OSError, ValueError):
+                return False
+            return pid != first and d.api("GET", "/api/v1/health")[1].get("database") == "up"
+        wait_for(back, 40, "the private cluster restarted and reconnected")
+        status, _ = d.api("GET", "/api/v1/events")
+        assert status == 200
