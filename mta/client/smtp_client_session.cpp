@@ -349,6 +349,7 @@ void SmtpClientSession::next_message() {
 }
 
 void SmtpClientSession::body_sent() {
+  if (state_ != State::kBody) return;  // the connection was lost meanwhile
   body_sending_ = false;
   set_state(State::kFinal);
   feed("");  // a reply may already be buffered

@@ -245,6 +245,10 @@ void OutboundConnection::stream_body() {
   if (!body_active_) return;
   char buf[64 * 1024];
   while (write_pending_ < kWriteHighWater) {
+    if (!tcp_ || session_->done()) {  // a write failed: stop streaming, report
+      body_active_ = false;
+      return drive();
+    }
     ssize_t n = ::read(body_fd_, buf, sizeof buf);
     if (n < 0) {
       if (errno == EINTR) continue;
