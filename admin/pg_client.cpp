@@ -47,9 +47,8 @@ PgClient::~PgClient() { stop(); }
 
 void PgClient::start() { connect(); }
 
-void PgClient::stop() {
-  if (state_ == State::kStopped) return;
-  fail_all("shutting down");
+// Stops watching the socket before libpq closes it.
+void PgClient::disconnect() {
   if (poll_) {
     uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
     poll_ = nullptr;
@@ -58,6 +57,12 @@ void PgClient::stop() {
     PQfinish(conn_);
     conn_ = nullptr;
   }
+}
+
+void PgClient::stop() {
+  if (state_ == State::kStopped) return;
+  fail_all("shutting down");
+  disconnect();
   for (auto** t : {&retry_, &deadline_}) {
     if (*t) {
       uv_close(reinterpret_cast<uv_handle_t*>(*t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
@@ -231,14 +236,7 @@ void PgClient::lost(const std::string& why) {
   if (why != last_error_ || was_up) spdlog::warn("database: {} (retrying)", why);
   last_error_ = why;
   if (deadline_) uv_timer_stop(deadline_);
-  if (poll_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
-    poll_ = nullptr;
-  }
-  if (conn_) {
-    PQfinish(conn_);
-    conn_ = nullptr;
-  }
+  disconnect();
   state_ = State::kDown;
   announced_up_ = false;
   fail_all(why);

@@ -55,6 +55,7 @@ class PgClient {
   void lost(const std::string& why);
   void watch(int events);
   void fail_all(const std::string& why);
+  void disconnect();
 
   uv_loop_t* loop_;
   std::string conninfo_;

@@ -1,18 +1,14 @@
 #include "mta/queue/dsn.h"
 
+#include <cctype>
 #include <ctime>
+
+#include "base/time_format.h"
 
 namespace postern::queue {
 namespace {
 
-std::string arrival_date(int64_t t) {
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-  return buf;
-}
+std::string arrival_date(int64_t t) { return rfc5322_date(static_cast<std::time_t>(t), true); }
 
 // Diagnostic text for a header field: one line, no control characters.
 std::string clean(const std::string& s) {

@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "base/time_format.h"
 #include "mta/queue/dsn.h"
 #include "mta/worker.h"
 
@@ -24,15 +25,6 @@ const char* outcome_word(smtp::Outcome o) {
     case smtp::Outcome::kFailed: return "bounced";
   }
   return "?";
-}
-
-std::string rfc5322_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  localtime_r(&t, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S %z", &tm);
-  return buf;
 }
 
 bool pending(const Envelope& e) {

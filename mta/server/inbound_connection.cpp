@@ -8,6 +8,7 @@
 
 #include <ctime>
 
+#include "base/time_format.h"
 #include "mta/worker.h"
 
 namespace postern::mta {
@@ -305,14 +306,7 @@ void InboundConnection::close_cb(uv_handle_t* h) {
 
 std::string InboundConnection::new_queue_id() { return w_.runtime().spool->new_queue_id(); }
 
-std::string InboundConnection::rfc5322_date() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  localtime_r(&t, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S %z", &tm);
-  return buf;
-}
+std::string InboundConnection::rfc5322_date() { return postern::rfc5322_now(); }
 
 int64_t InboundConnection::now_unix() { return static_cast<int64_t>(std::time(nullptr)); }
 
