@@ -314,6 +314,7 @@ Config parse_config(std::string_view text, const std::string& path) {
   out.uint("max_connections", c.outbound.max_connections, 1, 100000);
   out.uint("messages_per_connection", c.outbound.messages_per_connection, 1, 10000);
   out.uint("mx_port", c.outbound.mx_port, 1, 65535);
+  out.duration("connection_cache_time", c.outbound.connection_cache_time, true);
   if (auto* pol = out.table("tls_policy")) {
     for (auto& [k, v] : *pol) {
       std::string key = "outbound.tls_policy." + std::string(k.str());

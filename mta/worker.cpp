@@ -154,6 +154,9 @@ void Worker::begin_drain(std::chrono::milliseconds deadline) {
   std::vector<InboundConnection*> all;
   for (auto& [id, c] : conns_) all.push_back(c);
   for (auto* c : all) c->drain();
+  std::vector<delivery::OutboundConnection*> cached;
+  for (auto& [dest, c] : idle_) cached.push_back(c);
+  for (auto* c : cached) c->abort();  // idle cached connections: close now
   uv_timer_start(&drain_timer_, [](uv_timer_t* t) {
     auto* w = static_cast<Worker*>(t->data);
     std::vector<InboundConnection*> left;
@@ -171,6 +174,13 @@ void Worker::deliver(delivery::DeliveryJob job, std::function<void(delivery::Job
   auto j = std::make_shared<delivery::DeliveryJob>(std::move(job));
   post([this, j, done = std::move(done)]() mutable {
     if (draining_) return;  // the scheduler is stopping too; the messages stay queued
+    auto it = idle_.find(j->dest);
+    if (it != idle_.end()) {
+      auto* c = it->second;
+      idle_.erase(it);
+      c->take_job(std::move(*j), std::move(done));
+      return;
+    }
     delivery::OutboundConnection::start(*this, std::move(*j), std::move(done));
   });
 }
@@ -192,6 +202,14 @@ void Worker::store_tls_session(const std::string& key, SSL_SESSION* s) {
   auto& slot = tls_sessions_[key];
   if (slot) SSL_SESSION_free(slot);
   slot = s;
+}
+
+void Worker::unpark(delivery::OutboundConnection* c) {
+  for (auto it = idle_.begin(); it != idle_.end(); ++it)
+    if (it->second == c) {
+      idle_.erase(it);
+      return;
+    }
 }
 
 void Worker::outbound_finished(delivery::OutboundConnection* c) {

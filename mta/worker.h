@@ -55,6 +55,10 @@ class Worker {
   void store_tls_session(const std::string& key, SSL_SESSION* s);  // takes ownership
   void outbound_started(delivery::OutboundConnection* c) { outbound_.insert(c); }
   void outbound_finished(delivery::OutboundConnection* c);
+  // The connection cache: open connections waiting for the next job to their destination.
+  void park(const std::string& dest, delivery::OutboundConnection* c) { idle_.emplace(dest, c); }
+  void unpark(delivery::OutboundConnection* c);
+  bool draining() const { return draining_; }
   // Spool commits in flight: the loop stays up until every one has answered.
   void commit_started() { ++pending_commits_; }
   void commit_answered();
@@ -78,6 +82,7 @@ class Worker {
   std::unique_ptr<dns::Resolver> resolver_;
   std::unordered_map<std::string, SSL_SESSION*> tls_sessions_;
   std::unordered_set<delivery::OutboundConnection*> outbound_;
+  std::unordered_multimap<std::string, delivery::OutboundConnection*> idle_;
   bool draining_ = false;
   bool finished_ = false;
   std::atomic<bool> finished_flag_{false};

@@ -26,6 +26,7 @@ const char* state_name(SmtpClientSession::State s) {
     case S::kBody: return "body";
     case S::kFinal: return "end-of-data";
     case S::kRset: return "rset";
+    case S::kIdle: return "idle";
     case S::kQuit: return "quit";
     case S::kDone: return "done";
   }
@@ -247,6 +248,7 @@ void SmtpClientSession::on_reply(const Reply& r) {
     case State::kRset:
       return next_message();
     case State::kQuit:
+    case State::kIdle:  // e.g. "421 idle timeout" from the server: this connection is over
       return set_state(State::kDone);
     default:
       return;
@@ -324,6 +326,22 @@ void SmtpClientSession::start_message() {
     }
     return set_state(State::kMail);
   }
+  if (opt_.keep_open) return set_state(State::kIdle);
+  send("QUIT");
+  set_state(State::kQuit);
+}
+
+void SmtpClientSession::reuse(std::vector<ClientMessage> msgs) {
+  if (state_ != State::kIdle) return;
+  msgs_ = std::move(msgs);
+  cur_ = 0;
+  accepted_.clear();
+  results_.clear();
+  start_message();
+}
+
+void SmtpClientSession::quit() {
+  if (state_ != State::kIdle) return;
   send("QUIT");
   set_state(State::kQuit);
 }
@@ -370,7 +388,7 @@ void SmtpClientSession::result_all_pending(Outcome o, const std::string& status,
 
 void SmtpClientSession::connection_lost(const std::string& why) {
   if (state_ == State::kDone) return;
-  if (state_ == State::kQuit) return set_state(State::kDone);
+  if (state_ == State::kQuit || state_ == State::kIdle) return set_state(State::kDone);
   if (!any_transaction_) {
     fail_host(why);
     return;

@@ -53,7 +53,7 @@ class DotStuffer {
 class SmtpClientSession {
  public:
   enum class State {
-    kGreeting, kEhlo, kHelo, kStarttls, kTlsHandshake, kMail, kData, kBody, kFinal, kRset, kQuit, kDone
+    kGreeting, kEhlo, kHelo, kStarttls, kTlsHandshake, kMail, kData, kBody, kFinal, kRset, kIdle, kQuit, kDone
   };
   struct Options {
     std::string helo_name;
@@ -61,6 +61,7 @@ class SmtpClientSession {
     bool tls_possible = true;     // the driver can run TLS at all
     size_t max_reply_lines = 100;
     size_t max_reply_bytes = 16 * 1024;
+    bool keep_open = false;       // after the last message: kIdle instead of QUIT (connection cache)
   };
 
   SmtpClientSession(Options opt, std::vector<ClientMessage> msgs);
@@ -87,6 +88,12 @@ class SmtpClientSession {
   void connection_lost(const std::string& why);
 
   bool done() const { return state_ == State::kDone; }
+  // Every message answered and the connection kept open (Options::keep_open).
+  bool idle() const { return state_ == State::kIdle; }
+  // From kIdle: deliver more messages over the same connection (same EHLO, same TLS).
+  void reuse(std::vector<ClientMessage> msgs);
+  // From kIdle: close politely.
+  void quit();
   State state() const { return state_; }
   // The host was unusable before any MAIL was sent: the caller may try the next host with the
   // same messages. host_failure() says why. No results were produced for them.

@@ -36,6 +36,7 @@ struct JobResult {
   std::string dest;
   std::vector<smtp::RcptResult> results;
   std::string remote;  // host[addr]:port that answered last, or ""
+  int cached_on = -1;  // the worker whose connection cache now holds this connection
 };
 
 }  // namespace postern::delivery

@@ -18,6 +18,7 @@ namespace {
 
 constexpr size_t kWriteHighWater = 256 * 1024;
 constexpr size_t kMaxCandidates = 10;
+constexpr unsigned kMaxJobsPerConnection = 100;
 
 struct WriteReq {
   uv_write_t req;
@@ -101,6 +102,13 @@ void OutboundConnection::try_next() {
 void OutboundConnection::arm_timer(std::chrono::milliseconds t) {
   uv_timer_start(&timer_, [](uv_timer_t* h) {
     auto* self = static_cast<OutboundConnection*>(h->data);
+    if (self->parked_) {  // idle in the connection cache long enough: say goodbye
+      self->w_.unpark(self);
+      self->parked_ = false;
+      self->session_->quit();
+      self->drive();
+      return;
+    }
     if (!self->session_) {
       self->attempt_failed("connect to " + self->remote_ + ": timed out");
       return;
@@ -142,6 +150,7 @@ void OutboundConnection::on_connected(int status) {
   o.helo_name = cfg_->hostname;
   o.tls = cur_.no_tls ? TlsLevel::kNone : job_.tls;
   o.tls_possible = w_.runtime().outbound.current() != nullptr;
+  o.keep_open = cfg_->outbound.connection_cache_time.count() > 0;
   std::vector<smtp::ClientMessage> msgs;
   for (auto& m : job_.msgs) msgs.push_back({m.qid, m.env.get(), m.rcpts, m.size});
   session_ = std::make_unique<smtp::SmtpClientSession>(o, std::move(msgs));
@@ -238,7 +247,7 @@ void OutboundConnection::drive() {
     stream_body();
     return;
   }
-  if (session_->done()) session_finished();
+  if (session_->done() || (session_->idle() && has_job_)) session_finished();
 }
 
 void OutboundConnection::stream_body() {
@@ -336,9 +345,37 @@ void OutboundConnection::session_finished() {
     return attempt_failed("host " + remote_ + ": " + why);
   }
   for (auto& r : session_->take_results()) results_.push_back(std::move(r));
+  if (session_->idle() && has_job_) {
+    bool keep = ++jobs_done_ < kMaxJobsPerConnection && !w_.draining();
+    report(keep);
+    if (keep) return park();
+    session_->quit();
+    return drive();
+  }
   if (write_pending_ == 0) close_tcp();
   else close_when_written_ = true;  // let QUIT reach the server
   report();
+  finish();
+}
+
+// Keeps the connection open for the next job to the same destination (connection cache).
+void OutboundConnection::park() {
+  parked_ = true;
+  w_.park(job_.dest, this);
+  arm_timer(cfg_->outbound.connection_cache_time);
+}
+
+void OutboundConnection::take_job(DeliveryJob job, Done done) {
+  parked_ = false;
+  job_ = std::move(job);
+  done_ = std::move(done);
+  has_job_ = true;
+  results_.clear();
+  std::vector<smtp::ClientMessage> msgs;
+  for (auto& m : job_.msgs) msgs.push_back({m.qid, m.env.get(), m.rcpts, m.size});
+  arm_timer(cfg_->outbound.command_timeout);
+  session_->reuse(std::move(msgs));
+  drive();
 }
 
 void OutboundConnection::finish_all(smtp::Outcome o, const std::string& status, const std::string& why) {
@@ -354,18 +391,35 @@ void OutboundConnection::finish_all(smtp::Outcome o, const std::string& status, 
     }
   remote_.clear();
   report();
+  close_tcp();
+  finish();
 }
 
-void OutboundConnection::report() {
-  if (reported_) return;
-  reported_ = true;
-  uv_timer_stop(&timer_);
+// Answers the current job, exactly once.
+void OutboundConnection::report(bool cached) {
+  if (!has_job_) return;
+  has_job_ = false;
   JobResult jr;
   jr.id = job_.id;
   jr.dest = job_.dest;
   jr.results = std::move(results_);
+  results_.clear();
   jr.remote = remote_;
-  done_(std::move(jr));
+  jr.cached_on = cached ? static_cast<int>(w_.index()) : -1;
+  Done done = std::move(done_);
+  done_ = nullptr;
+  done(std::move(jr));
+}
+
+// No more jobs on this object: it is deleted once its handles are closed.
+void OutboundConnection::finish() {
+  if (finished_) return;
+  finished_ = true;
+  if (parked_) {
+    w_.unpark(this);
+    parked_ = false;
+  }
+  uv_timer_stop(&timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) {
     auto* self = static_cast<OutboundConnection*>(h->data);
     --self->handles_;
@@ -374,7 +428,7 @@ void OutboundConnection::report() {
 }
 
 void OutboundConnection::maybe_delete() {
-  if (handles_ > 0 || !reported_) return;
+  if (handles_ > 0 || !finished_) return;
   w_.outbound_finished(this);
   delete this;
 }
@@ -384,16 +438,11 @@ void OutboundConnection::maybe_delete() {
 namespace postern::delivery {
 
 void OutboundConnection::abort() {
-  if (reported_) return;
-  reported_ = true;  // nothing is reported: the scheduler stops with the daemon
+  if (finished_) return;
+  has_job_ = false;  // nothing is reported: the scheduler stops with the daemon
   if (session_) session_->connection_lost("shutting down");
   close_tcp();
-  uv_timer_stop(&timer_);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) {
-    auto* self = static_cast<OutboundConnection*>(h->data);
-    --self->handles_;
-    self->maybe_delete();
-  });
+  finish();
 }
 
 }  // namespace postern::delivery

@@ -26,6 +26,8 @@ class OutboundConnection {
   static void start(mta::Worker& w, DeliveryJob job, Done done);
   // Drain deadline: drop the connection without reporting (the messages stay queued).
   void abort();
+  // A cached (parked) connection to the job's destination takes the next job.
+  void take_job(DeliveryJob job, Done done);
 
  private:
   struct Candidate {
@@ -48,7 +50,9 @@ class OutboundConnection {
   void session_finished();
   void close_tcp();
   void finish_all(smtp::Outcome o, const std::string& status, const std::string& why);
-  void report();
+  void report(bool cached = false);
+  void finish();
+  void park();
   void arm_timer(std::chrono::milliseconds t);
   void maybe_delete();
 
@@ -64,7 +68,10 @@ class OutboundConnection {
   uv_tcp_t* tcp_ = nullptr;
   uv_timer_t timer_{};
   int handles_ = 0;
-  bool reported_ = false;
+  bool has_job_ = true;   // a job is being delivered and not yet answered
+  bool finished_ = false;  // no more jobs: closing down
+  bool parked_ = false;    // idle in the worker's connection cache
+  unsigned jobs_done_ = 0;
   bool tls_failed_ = false;
   std::unique_ptr<smtp::SmtpClientSession> session_;
   std::unique_ptr<tls::TlsEngine> tls_;

@@ -204,7 +204,14 @@ void Scheduler::dispatch() {
       if (job.msgs.empty()) continue;
       ++d.active;
       ++active_;
-      Worker* w = workers_[rr_++ % workers_.size()];
+      // Prefer a worker holding an idle connection to this destination (connection cache).
+      Worker* w;
+      if (!d.cached.empty() && d.cached.front() < workers_.size()) {
+        w = workers_[d.cached.front()];
+        d.cached.pop_front();
+      } else {
+        w = workers_[rr_++ % workers_.size()];
+      }
       spdlog::debug("delivery job={} dest={} messages={}", job.id, key, job.msgs.size());
       w->deliver(std::move(job), [this](delivery::JobResult r) {
         std::lock_guard lk(mu_);
@@ -220,7 +227,8 @@ void Scheduler::apply(delivery::JobResult r) {
   auto dit = dests_.find(r.dest);
   if (dit != dests_.end()) {
     --dit->second.active;
-    if (dit->second.active == 0 && dit->second.waiting.empty()) dests_.erase(dit);
+    if (r.cached_on >= 0 && dit->second.cached.size() < 64) dit->second.cached.push_back(static_cast<unsigned>(r.cached_on));
+    if (dit->second.active == 0 && dit->second.waiting.empty() && dit->second.cached.empty()) dests_.erase(dit);
   }
   --active_;
   std::set<std::string> touched;

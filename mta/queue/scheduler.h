@@ -81,6 +81,7 @@ class Scheduler {
     bool has_route = false;
     NextHop route;
     TlsLevel tls = TlsLevel::kMay;
+    std::deque<unsigned> cached;  // workers that reported an idle connection to this destination
   };
 
   void on_async();

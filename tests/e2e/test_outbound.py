@@ -230,3 +230,19 @@ def test_kill9_during_delivery_loses_nothing():
             wait_for(lambda: d.queued() == [], 15, "queue empty")
     finally:
         peer.cleanup()
+
+
+def test_connection_is_reused_for_the_next_message():
+    peer = Peer(tls=False)
+    try:
+        with running(relay_conf(peer, extra={"outbound": {"connection_cache_time": "5s"}})) as d:
+            for i in range(3):
+                assert send_message(d.port, body="Subject: reuse %d\r\n\r\nx\r\n" % i)[0] == 250
+                wait_for(lambda: len(peer.messages()) == i + 1, 10, "delivery %d" % i)
+            cmds = [c["cmd"].split(" ")[0].upper() for c in peer.commands()]
+            assert cmds.count("MAIL") == 3, cmds
+            assert cmds.count("EHLO") == 1, "expected one connection for three messages: %s" % cmds
+            assert "QUIT" not in cmds  # still cached
+            wait_for(lambda: "QUIT" in [c["cmd"].upper() for c in peer.commands()], 10, "QUIT after the cache time")
+    finally:
+        peer.cleanup()
