@@ -151,6 +151,13 @@ void ControlPlane::insert_event(const std::string& ej) {
       });
 }
 
+std::string ControlPlane::reload(const std::string& by) {
+  std::string failures = hooks_.reload ? hooks_.reload(by) : "";
+  raise(failures.empty() ? "RELOAD_APPLIED" : "RELOAD_FAILED", failures.empty() ? "info" : "error",
+        "reload requested by " + by + (failures.empty() ? " applied" : " failed: " + failures));
+  return failures;
+}
+
 void ControlPlane::resolve_alert(const std::string& code) {
   if (!database_up()) return;
   db_->query("UPDATE events SET resolved_at = now() WHERE code = $1 AND alert AND resolved_at IS NULL", {code},
@@ -166,7 +173,6 @@ void ControlPlane::flush_buffered_events() {
 void ControlPlane::on_db_state(bool up) {
   if (up) {
     flush_buffered_events();
-    if (db_was_up_ || !buffered_.empty()) {}
     resolve_alert("DATABASE_UNAVAILABLE");
     if (db_was_up_) raise("DATABASE_AVAILABLE", "info", "the database is reachable again");
     db_was_up_ = true;
@@ -185,11 +191,7 @@ void ControlPlane::on_notify(const std::string& channel, const std::string& payl
   std::string kind = j.value("kind", "");
   if (kind == "reload") {
     spdlog::info("notify: reload requested by node {}", from);
-    std::string failures = hooks_.reload ? hooks_.reload("NOTIFY from node " + from) : "";
-    ++reloads_;
-    if (!failures.empty()) ++reload_failures_;
-    raise(failures.empty() ? "RELOAD_APPLIED" : "RELOAD_FAILED", failures.empty() ? "info" : "error",
-          "reload requested by node " + from + (failures.empty() ? " applied" : " failed: " + failures));
+    reload("node " + from);
   } else if (kind == "event") {
     spdlog::info("notify: event from node {} code={} id={}", from, j.value("code", ""), j.value("id", 0));
   } else if (kind == "settings") {
@@ -260,11 +262,7 @@ void ControlPlane::handle(const HttpRequest& req, Responder respond) {
                                         role_json("admin_console", console_)})));
   }
   if (area == "reload" && m == "POST") {
-    std::string failures = hooks_.reload ? hooks_.reload("admin API") : "";
-    ++reloads_;
-    if (!failures.empty()) ++reload_failures_;
-    raise(failures.empty() ? "RELOAD_APPLIED" : "RELOAD_FAILED", failures.empty() ? "info" : "error",
-          failures.empty() ? "reload requested through the admin API applied" : "reload failed: " + failures);
+    std::string failures = reload("the admin API");
     if (database_up())
       db_->query("SELECT pg_notify('postern', json_build_object('node', $1::text, 'kind', 'reload')::text)", {node_},
                  [](PgResult) {});

@@ -44,6 +44,9 @@ class ControlPlane {
   void raise(const std::string& code, const std::string& severity, const std::string& text,
              const std::string& queue_id = "", bool alert = false);
   void resolve_alert(const std::string& code);
+  // Every reload trigger (SIGHUP, the API, another node) comes through here: applies it through
+  // Hooks::reload and records RELOAD_APPLIED / RELOAD_FAILED. Returns "" or what was refused.
+  std::string reload(const std::string& by);
   const std::string& node() const { return node_; }
   std::shared_ptr<const ControlState> state() const { return state_.load(); }
   bool database_up() const { return db_ && db_->up(); }
@@ -72,7 +75,6 @@ class ControlPlane {
   Snapshot<ControlState> state_;
   std::deque<std::string> buffered_;  // events (JSON) waiting for the database
   uint64_t events_raised_ = 0;
-  uint64_t reloads_ = 0, reload_failures_ = 0;
   bool db_was_up_ = false;
 };
 

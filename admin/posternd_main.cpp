@@ -174,11 +174,7 @@ int run(const std::string& config_path) {
   }
 
   uv_signal_init(d.loop, &d.sighup);
-  uv_signal_start(&d.sighup, [](uv_signal_t*, int) {
-    std::string f = reload(*g_daemon, "SIGHUP");
-    g_daemon->control->raise(f.empty() ? "RELOAD_APPLIED" : "RELOAD_FAILED", f.empty() ? "info" : "error",
-                             f.empty() ? "reload on SIGHUP applied" : "reload on SIGHUP: " + f);
-  }, SIGHUP);
+  uv_signal_start(&d.sighup, [](uv_signal_t*, int) { g_daemon->control->reload("SIGHUP"); }, SIGHUP);
   uv_signal_init(d.loop, &d.sigterm);
   uv_signal_start(&d.sigterm, [](uv_signal_t*, int) { begin_drain(*g_daemon, "SIGTERM"); }, SIGTERM);
   uv_signal_init(d.loop, &d.sigint);

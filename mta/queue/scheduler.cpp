@@ -159,9 +159,7 @@ void Scheduler::make_ready(Entry& e) {
     auto& p = parts[key];
     p.qid = e.env->queue_id;
     p.rcpts.push_back(i);
-    auto [it, inserted] = dests_.try_emplace(key, std::move(proto));
-    (void)it;
-    (void)inserted;
+    dests_.try_emplace(key, std::move(proto));
   }
   for (auto& [key, part] : parts) {
     dests_[key].waiting.push_back(std::move(part));
