@@ -110,6 +110,8 @@ void ControlPlane::start() {
   api_->listen(a.host, a.port);
   spdlog::info("admin api: https://{}:{}/api/v1/ node={} database={}", a.host, a.port, node_,
                cfg->database_url.empty() ? "private cluster" : "configured URL");
+  raise("NODE_STARTED", "info", std::string("posternd ") + POSTERN_VERSION + " started with " +
+                                    std::to_string(sched_.size()) + " queued messages");
 }
 
 void ControlPlane::stop() {

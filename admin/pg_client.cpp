@@ -96,6 +96,7 @@ void PgClient::connect() {
     return lost(conn_ ? one_line(PQerrorMessage(conn_)) : "out of memory");
   }
   PQsetnonblocking(conn_, 1);
+  PQsetNoticeProcessor(conn_, [](void*, const char* msg) { spdlog::debug("database notice: {}", one_line(msg)); }, nullptr);
   state_ = State::kConnecting;
   watch(UV_WRITABLE);
 }
@@ -123,6 +124,8 @@ void PgClient::setup() {
                        last_error_.clear();
                        spdlog::info("database: connected, schema at version {}", migrations().back().version);
                        announced_up_ = true;
+                       ever_up_ = true;
+                       failures_ = 0;
                        if (on_state) on_state(true);
                        send_next();
                      },
@@ -233,7 +236,10 @@ void PgClient::fail_all(const std::string& why) {
 void PgClient::lost(const std::string& why) {
   if (state_ == State::kStopped) return;
   bool was_up = announced_up_;
-  if (why != last_error_ || was_up) spdlog::warn("database: {} (retrying)", why);
+  ++failures_;
+  // A starting server (the private cluster right after posternd starts) is not worth a warning.
+  auto lvl = ever_up_ || failures_ > 10 ? spdlog::level::warn : spdlog::level::info;
+  if (why != last_error_ || was_up) spdlog::log(lvl, "database: {} (retrying)", why);
   last_error_ = why;
   if (deadline_) uv_timer_stop(deadline_);
   disconnect();

@@ -70,6 +70,8 @@ class PgClient {
   PgResult acc_;
   std::string last_error_;
   bool announced_up_ = false;
+  bool ever_up_ = false;
+  unsigned failures_ = 0;
 };
 
 // The numbered schema migrations, in order (admin/migrations.cpp).
