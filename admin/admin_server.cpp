@@ -236,13 +236,18 @@ class AdminConnection {
   }
 
   void write_plain(const std::string& data) {
-    if (tls_->write(data) != tls::TlsEngine::Status::kOk) return close();
-    flush_tls();
+    std::string cipher;
+    if (tls_->seal(data, cipher) != tls::TlsEngine::Status::kOk) return close();
+    write_raw(std::move(cipher));
   }
 
   void flush_tls() {
     std::string out;
     tls_->take_ciphertext(out);
+    write_raw(std::move(out));
+  }
+
+  void write_raw(std::string out) {
     if (out.empty() || closed_) return;
     struct Req {
       uv_write_t w;

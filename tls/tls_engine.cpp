@@ -80,6 +80,12 @@ TlsEngine::Status TlsEngine::write(std::string_view plaintext) {
   return Status::kOk;
 }
 
+TlsEngine::Status TlsEngine::seal(std::string_view plaintext, std::string& ciphertext) {
+  Status st = write(plaintext);
+  take_ciphertext(ciphertext);
+  return st;
+}
+
 void TlsEngine::shutdown() {
   if (ssl_ && done_) {
     ERR_clear_error();

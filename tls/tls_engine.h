@@ -32,6 +32,8 @@ class TlsEngine {
   Status pump(std::string& plaintext);
   // Encrypts application data (call only after handshake_done()).
   Status write(std::string_view plaintext);
+  // write() and take_ciphertext() in one: the records to send for this plaintext.
+  Status seal(std::string_view plaintext, std::string& ciphertext);
   // Sends close_notify.
   void shutdown();
   // Ciphertext to send to the peer (appended).

@@ -287,17 +287,11 @@ void OutboundConnection::stream_body() {
 }
 
 void OutboundConnection::send(std::string_view data) {
-  if (tls_ && tls_->handshake_done()) {
-    if (tls_->write(data) != tls::TlsEngine::Status::kOk) {
-      session_->connection_lost("TLS write failed: " + tls_->error());
-      return;
-    }
-    std::string cipher;
-    tls_->take_ciphertext(cipher);
-    send_raw(std::move(cipher));
-  } else {
-    send_raw(std::string(data));
-  }
+  if (!tls_ || !tls_->handshake_done()) return send_raw(std::string(data));
+  std::string cipher;
+  if (tls_->seal(data, cipher) != tls::TlsEngine::Status::kOk)
+    return session_->connection_lost("TLS write failed: " + tls_->error());
+  send_raw(std::move(cipher));
 }
 
 void OutboundConnection::send_raw(std::string data) {

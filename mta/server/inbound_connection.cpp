@@ -183,18 +183,13 @@ void InboundConnection::after_session() {
 }
 
 void InboundConnection::send(std::string_view data) {
-  if (tls_ && tls_->handshake_done()) {
-    if (tls_->write(data) != tls::TlsEngine::Status::kOk) {
-      spdlog::warn("session={} TLS write failed: {}", id_, tls_->error());
-      close();
-      return;
-    }
-    std::string cipher;
-    tls_->take_ciphertext(cipher);
-    send_plain(std::move(cipher));
-  } else {
-    send_plain(std::string(data));
+  if (!tls_ || !tls_->handshake_done()) return send_plain(std::string(data));
+  std::string cipher;
+  if (tls_->seal(data, cipher) != tls::TlsEngine::Status::kOk) {
+    spdlog::warn("session={} TLS write failed: {}", id_, tls_->error());
+    return close();
   }
+  send_plain(std::move(cipher));
 }
 
 void InboundConnection::send_plain(std::string data) {
