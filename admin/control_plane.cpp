@@ -176,10 +176,11 @@ void ControlPlane::on_db_state(bool up) {
   if (up) {
     flush_buffered_events();
     resolve_alert("DATABASE_UNAVAILABLE");
-    if (db_was_up_) raise("DATABASE_AVAILABLE", "info", "the database is reachable again");
-    db_was_up_ = true;
+    if (outage_open_) raise("DATABASE_AVAILABLE", "info", "the database is reachable again");
+    outage_open_ = false;
     load_state();
   } else {
+    outage_open_ = true;
     raise("DATABASE_UNAVAILABLE", "error",
           "the database is unreachable: " + db_->last_error() + "; mail flows on the cached state", "", true);
   }

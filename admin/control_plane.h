@@ -75,7 +75,7 @@ class ControlPlane {
   Snapshot<ControlState> state_;
   std::deque<std::string> buffered_;  // events (JSON) waiting for the database
   uint64_t events_raised_ = 0;
-  bool db_was_up_ = false;
+  bool outage_open_ = false;  // DATABASE_UNAVAILABLE raised and not yet followed by AVAILABLE
 };
 
 // Creates <state_dir>/admin.token (0600, 256 random bits) at first start; returns the token.

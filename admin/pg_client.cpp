@@ -246,7 +246,8 @@ void PgClient::lost(const std::string& why) {
   state_ = State::kDown;
   announced_up_ = false;
   fail_all(why);
-  if (was_up && on_state) on_state(false);
+  // Down after being up, or never up after a few tries (e.g. started while the database was down).
+  if ((was_up || (!ever_up_ && failures_ == 3)) && on_state) on_state(false);
   uv_timer_start(retry_, [](uv_timer_t* t) { static_cast<PgClient*>(t->data)->connect(); }, 1000, 0);
 }
 

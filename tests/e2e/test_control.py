@@ -123,6 +123,14 @@ def test_database_down_mail_flows_and_api_says_503():
             for i in range(3):
                 assert send_message(d.port, body="Subject: db down %d\r\n\r\nx\r\n" % i)[0] == 250
             wait_for(lambda: len(peer.messages()) == 4, 15, "delivery with the database down")
+            # A restart while the database is down: posternd starts on its cached state.
+            assert d.stop() == 0
+            d.start()
+            assert d.api("GET", "/api/v1/health")[1]["state_source"] == "cache"
+            assert send_message(d.port, body="Subject: started without db\r\n\r\nx\r\n")[0] == 250
+            wait_for(lambda: len(peer.messages()) == 5, 15, "delivery after a start without the database")
+            # (the first run's outage line is in the same log: wait for this run's own)
+            wait_for(lambda: d.log_text().count("code=DATABASE_UNAVAILABLE") >= 2, 15, "this run's outage event")
             pg.start()
             wait_db(d, 20)
             def seen():
