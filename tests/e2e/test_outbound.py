@@ -155,7 +155,9 @@ def test_encrypt_policy_without_starttls_defers():
 
 def test_encrypt_policy_with_failing_handshake_defers():
     log = check_encrypt_defers(control={"starttls": "garbage"})
-    assert "TLS with" in log and "failed" in log
+    # The garbage either arrives with the 220 (and is discarded as pre-TLS bytes, then the peer
+    # hangs up on our ClientHello) or after it (and fails the handshake): deferred either way.
+    assert ("TLS with" in log and "failed" in log) or "closed" in log, log[-2000:]
 
 
 def test_encrypt_policy_with_injected_reply_defers():
