@@ -34,6 +34,7 @@ struct DeliveryJob {
 struct JobResult {
   uint64_t id = 0;
   std::string dest;
+  std::vector<std::string> qids;  // every message the job carried, answered or not
   std::vector<smtp::RcptResult> results;
   std::string remote;  // host[addr]:port that answered last, or ""
   int cached_on = -1;  // the worker whose connection cache now holds this connection

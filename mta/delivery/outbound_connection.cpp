@@ -396,6 +396,7 @@ void OutboundConnection::report(bool cached) {
   JobResult jr;
   jr.id = job_.id;
   jr.dest = job_.dest;
+  for (auto& m : job_.msgs) jr.qids.push_back(m.qid);
   jr.results = std::move(results_);
   results_.clear();
   jr.remote = remote_;

@@ -229,7 +229,6 @@ void Scheduler::apply(delivery::JobResult r) {
     if (dit->second.active == 0 && dit->second.waiting.empty() && dit->second.cached.empty()) dests_.erase(dit);
   }
   --active_;
-  std::set<std::string> touched;
   for (auto& res : r.results) {
     auto it = msgs_.find(res.qid);
     if (it == msgs_.end() || res.index >= it->second.env->rcpts.size()) continue;
@@ -252,12 +251,10 @@ void Scheduler::apply(delivery::JobResult r) {
     spdlog::info("queue_id={} to=<{}> relay={} attempt={} status={} dsn={} ({}){}", res.qid, rc.address,
                  r.remote.empty() ? "none" : r.remote, e.env->attempts + 1, outcome_word(res.outcome),
                  res.status, res.diag, res.maybe_duplicate ? " possible_duplicate=yes" : "");
-    touched.insert(res.qid);
   }
-  // Every part of this job is answered, even if a result was missing for some recipient.
-  std::set<std::string> parts_done;
-  for (auto& res : r.results) parts_done.insert(res.qid);
-  for (auto& qid : parts_done) {
+  // Every part of this job is answered now, even if a result was missing for some recipient
+  // (such a recipient stays pending and is retried).
+  for (auto& qid : r.qids) {
     auto it = msgs_.find(qid);
     if (it == msgs_.end()) continue;
     if (--it->second.parts <= 0) {
