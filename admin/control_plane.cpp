@@ -342,6 +342,8 @@ std::string ControlPlane::metrics() const {
   o << "postern_sessions_refused_total " << c.sessions_refused.load() << "\n";
   metric("postern_messages_accepted_total", "counter", "Messages queued after 250 to DATA/BDAT.");
   o << "postern_messages_accepted_total " << c.messages_accepted.load() << "\n";
+  metric("postern_messages_commit_failed_total", "counter", "Messages answered 451 because the spool could not commit them.");
+  o << "postern_messages_commit_failed_total " << c.messages_commit_failed.load() << "\n";
   metric("postern_recipients_total", "counter", "Delivery results per recipient.");
   o << "postern_recipients_total{result=\"delivered\"} " << c.rcpts_delivered.load() << "\n";
   o << "postern_recipients_total{result=\"deferred\"} " << c.rcpts_deferred.load() << "\n";

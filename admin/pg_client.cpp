@@ -130,7 +130,7 @@ void PgClient::setup() {
                        send_next();
                      },
                      true};
-  acc_ = PgResult{true, "", {}, {}};
+  acc_ = PgResult{true, "", {}};
   int f = PQflush(conn_);
   watch(UV_READABLE | (f == 1 ? UV_WRITABLE : 0));
   uv_timer_start(deadline_, [](uv_timer_t* t) { static_cast<PgClient*>(t->data)->lost("setup timed out"); },
@@ -160,7 +160,7 @@ void PgClient::send_next() {
     return lost(one_line(PQerrorMessage(conn_)));
   }
   state_ = State::kBusy;
-  acc_ = PgResult{true, "", {}, {}};
+  acc_ = PgResult{true, "", {}};
   int f = PQflush(conn_);
   watch(UV_READABLE | (f == 1 ? UV_WRITABLE : 0));
   uv_timer_start(deadline_, [](uv_timer_t* t) { static_cast<PgClient*>(t->data)->lost("query timed out"); },
@@ -207,10 +207,7 @@ void PgClient::read_results() {
       int nr = PQntuples(res), nf = PQnfields(res);
       for (int i = 0; i < nr; ++i) {
         std::vector<std::string> row;
-        for (int j = 0; j < nf; ++j) {
-          row.emplace_back(PQgetvalue(res, i, j));
-          if (i == 0) acc_.nulls.push_back(PQgetisnull(res, i, j));
-        }
+        for (int j = 0; j < nf; ++j) row.emplace_back(PQgetvalue(res, i, j));
         acc_.rows.push_back(std::move(row));
       }
     } else if (st != PGRES_COMMAND_OK && st != PGRES_EMPTY_QUERY) {

@@ -20,7 +20,6 @@ struct PgResult {
   bool ok = false;
   std::string error;
   std::vector<std::vector<std::string>> rows;
-  std::vector<bool> nulls;  // per cell of the first row only (enough for our uses)
 };
 
 class PgClient {

@@ -21,7 +21,6 @@ class EmbeddedPostgres {
   // Fast shutdown; the loop keeps running until the server has exited.
   void stop();
   std::string conninfo() const;
-  bool running() const { return proc_ != nullptr; }
 
  private:
   void spawn();

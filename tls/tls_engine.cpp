@@ -102,8 +102,6 @@ void TlsEngine::take_ciphertext(std::string& out) {
   }
 }
 
-bool TlsEngine::has_ciphertext() const { return BIO_ctrl_pending(wbio_) > 0; }
-
 std::string TlsEngine::version() const { return ssl_ ? SSL_get_version(ssl_) : ""; }
 std::string TlsEngine::cipher() const {
   const SSL_CIPHER* c = ssl_ ? SSL_get_current_cipher(ssl_) : nullptr;

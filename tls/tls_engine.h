@@ -38,7 +38,6 @@ class TlsEngine {
   void shutdown();
   // Ciphertext to send to the peer (appended).
   void take_ciphertext(std::string& out);
-  bool has_ciphertext() const;
 
   bool handshake_done() const { return done_; }
   const std::string& error() const { return error_; }
