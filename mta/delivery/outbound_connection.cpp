@@ -235,7 +235,10 @@ void OutboundConnection::drive() {
     const auto& m = session_->current();
     std::string path;
     for (auto& jm : job_.msgs)
-      if (jm.qid == m.qid) path = jm.path;
+      if (jm.qid == m.qid) {
+        path = jm.path;
+        body_left_ = jm.size;  // the queue file's first `size` bytes; its envelope follows
+      }
     body_fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (body_fd_ < 0) {
       session_->connection_lost("cannot read queue file " + path + ": " + std::strerror(errno));
@@ -258,13 +261,15 @@ void OutboundConnection::stream_body() {
       body_active_ = false;
       return drive();
     }
-    ssize_t n = ::read(body_fd_, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
+    ssize_t n = body_left_ == 0 ? 0 : ::read(body_fd_, buf, static_cast<size_t>(std::min<uint64_t>(sizeof buf, body_left_)));
+    if (n < 0 || (n == 0 && body_left_ > 0)) {
+      if (n < 0 && errno == EINTR) continue;
       body_active_ = false;
-      session_->connection_lost(std::string("queue file read error: ") + std::strerror(errno));
+      session_->connection_lost(n < 0 ? std::string("queue file read error: ") + std::strerror(errno)
+                                      : std::string("queue file shorter than its message"));
       return drive();
     }
+    body_left_ -= static_cast<uint64_t>(n);
     if (n == 0) {
       std::string tail;
       if (!session_->use_bdat()) stuffer_.finish(tail);

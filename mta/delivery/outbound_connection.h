@@ -78,6 +78,7 @@ class OutboundConnection {
   std::vector<smtp::RcptResult> results_;
   // Body streaming.
   int body_fd_ = -1;
+  uint64_t body_left_ = 0;
   bool body_active_ = false;
   smtp::DotStuffer stuffer_;
   size_t write_pending_ = 0;

@@ -68,18 +68,8 @@ void Scheduler::submit(const Envelope& env) {
   uv_async_send(&async_);
 }
 
-void Scheduler::load(const std::vector<std::string>& qids) {
-  for (auto& qid : qids) {
-    std::ifstream in(rt_.spool->env_path(qid));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    auto env = std::make_shared<Envelope>();
-    if (!queue::envelope_from_json(ss.str(), *env)) {
-      spdlog::error("queue_id={} unreadable envelope, left in place", qid);
-      continue;
-    }
-    add(std::move(env));
-  }
+void Scheduler::load(const std::vector<Envelope>& envs) {
+  for (auto& env : envs) add(std::make_shared<Envelope>(env));
   dispatch();
 }
 
@@ -87,8 +77,7 @@ void Scheduler::add(std::shared_ptr<Envelope> env) {
   std::string qid = env->queue_id;
   Entry e;
   e.path = rt_.spool->msg_path(qid);
-  struct stat st {};
-  if (::stat(e.path.c_str(), &st) == 0) e.size = static_cast<uint64_t>(st.st_size);
+  e.size = env->message_size;  // the message is the queue file's first message_size bytes
   e.env = std::move(env);
   auto [it, inserted] = msgs_.emplace(qid, std::move(e));
   if (!inserted) return;
@@ -330,8 +319,8 @@ void Scheduler::bounce(Entry& e, const std::vector<size_t>& rcpts) {
   std::string original;
   {
     std::ifstream in(e.path, std::ios::binary);
-    original.resize(kMaxReturnedBytes);
-    in.read(original.data(), static_cast<std::streamsize>(kMaxReturnedBytes));
+    original.resize(static_cast<size_t>(std::min<uint64_t>(kMaxReturnedBytes, e.size)));
+    in.read(original.data(), static_cast<std::streamsize>(original.size()));
     original.resize(static_cast<size_t>(in.gcount()));
   }
   auto cfg = rt_.config.load();

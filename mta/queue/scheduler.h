@@ -41,7 +41,7 @@ class Scheduler {
   Scheduler(uv_loop_t* loop, Runtime& rt, std::vector<Worker*> workers);
   ~Scheduler();
   // Control loop: the messages found in the spool at start-up.
-  void load(const std::vector<std::string>& qids);
+  void load(const std::vector<Envelope>& envs);
   // Any thread: a message was committed (inbound or a DSN).
   void submit(const Envelope& env);
   // Control loop: stop dispatching and close the handles. Results still in flight are dropped;

@@ -8,19 +8,25 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
 namespace postern::queue {
 namespace {
+
+constexpr std::string_view kFooterMagic = "\nPOSTERN1 ";
+constexpr size_t kFooterLen = 10 + 16 + 1 + 8 + 1 + 8 + 1;  // magic L E CRC "\n"
 
 bool write_all(int fd, const char* p, size_t n) {
   while (n > 0) {
@@ -35,6 +41,45 @@ bool write_all(int fd, const char* p, size_t n) {
   return true;
 }
 
+bool pread_all(int fd, char* p, size_t n, uint64_t off) {
+  while (n > 0) {
+    ssize_t r = ::pread(fd, p, n, static_cast<off_t>(off));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    p += r;
+    off += static_cast<uint64_t>(r);
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+uint32_t crc_update(uint32_t crc, std::string_view data) {
+  while (!data.empty()) {  // zlib takes uInt lengths
+    auto n = static_cast<uInt>(std::min<size_t>(data.size(), 1u << 30));
+    crc = static_cast<uint32_t>(::crc32(crc, reinterpret_cast<const Bytef*>(data.data()), n));
+    data.remove_prefix(n);
+  }
+  return crc;
+}
+
+std::string hex(uint64_t v, int digits) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string s(static_cast<size_t>(digits), '0');
+  for (int i = digits - 1; i >= 0; --i, v >>= 4) s[static_cast<size_t>(i)] = kHex[v & 15];
+  return s;
+}
+
+std::string make_footer(uint64_t msg_len, size_t env_len, uint32_t crc) {
+  std::string f(kFooterMagic);
+  f += hex(msg_len, 16) + " " + hex(env_len, 8) + " " + hex(crc, 8) + "\n";
+  return f;
+}
+
+bool parse_hex(std::string_view s, uint64_t& v) {
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v, 16);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
 std::string base32(uint64_t v, int digits) {
   static const char kAlphabet[] = "0123456789BCDFGHJKLMNPQRSTVWXYZ";  // 31 symbols; no vowels
   std::string s(static_cast<size_t>(digits), '0');
@@ -45,11 +90,15 @@ std::string base32(uint64_t v, int digits) {
   return s;
 }
 
+std::string free_name(const std::string& qid) { return "free-" + qid; }
+
 }  // namespace
 
 SpoolWriter::~SpoolWriter() {
   if (fd_ >= 0) ::close(fd_);
-  if (!committed_ && !tmp_path_.empty()) ::unlink(tmp_path_.c_str());
+  if (committed_ || !spool_) return;
+  if (failed_) ::unlinkat(spool_->active_fd_, name_.c_str(), 0);  // maybe a short file on a full disk
+  else spool_->pool_release(name_, std::max(old_size_, bytes_));
 }
 
 bool SpoolWriter::write(std::string_view data) {
@@ -59,17 +108,17 @@ bool SpoolWriter::write(std::string_view data) {
     failed_ = true;
     return false;
   }
+  crc_ = crc_update(crc_, data);
   bytes_ += data.size();
   return true;
 }
 
-Spool::Spool(std::string dir) : dir_(std::move(dir)) {
+Spool::Spool(std::string dir) : dir_(std::move(dir)), active_(dir_ + "/active") {
   namespace fs = std::filesystem;
-  fs::create_directories(dir_ + "/tmp");
-  fs::create_directories(dir_ + "/active");
+  fs::create_directories(active_);
   fs::create_directories(dir_ + "/corrupt");
-  active_fd_ = ::open((dir_ + "/active").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (active_fd_ < 0) throw std::runtime_error("cannot open spool directory " + dir_ + "/active");
+  active_fd_ = ::open(active_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (active_fd_ < 0) throw std::runtime_error("cannot open spool directory " + active_);
   recover();
   thread_ = std::thread([this] { run(); });
   changes_thread_ = std::thread([this] { run_changes(); });
@@ -93,48 +142,133 @@ void Spool::stop() {
   }
   changes_cv_.notify_all();
   if (changes_thread_.joinable()) changes_thread_.join();
+  if (flush_wanted_ && ::syncfs(active_fd_) != 0) ::fsync(active_fd_);  // the last retirements
+}
+
+bool Spool::read_queue_file(const std::string& path, const std::string& qid, Envelope& env, uint64_t& msg_len,
+                            std::string& err) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    err = std::strerror(errno);
+    return false;
+  }
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || st.st_size < static_cast<off_t>(kFooterLen)) {
+    err = "no footer (incomplete commit)";
+    return false;
+  }
+  auto size = static_cast<uint64_t>(st.st_size);
+  std::string footer(kFooterLen, '\0');
+  uint64_t len = 0, env_len = 0, crc = 0;
+  if (!pread_all(fd, footer.data(), kFooterLen, size - kFooterLen) || !footer.starts_with(kFooterMagic) ||
+      footer.back() != '\n' || footer[26] != ' ' || footer[35] != ' ' ||
+      !parse_hex(std::string_view(footer).substr(10, 16), len) ||
+      !parse_hex(std::string_view(footer).substr(27, 8), env_len) ||
+      !parse_hex(std::string_view(footer).substr(36, 8), crc)) {
+    err = "no footer (incomplete commit)";
+    return false;
+  }
+  if (len > size || env_len > size || len + env_len + kFooterLen != size) {
+    err = "footer lengths do not match the file";
+    return false;
+  }
+  uint32_t sum = 0;
+  std::string buf(64 * 1024, '\0');
+  std::string json;
+  for (uint64_t off = 0; off < len + env_len;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), len + env_len - off));
+    if (!pread_all(fd, buf.data(), n, off)) {
+      err = std::string("read error: ") + std::strerror(errno);
+      return false;
+    }
+    sum = crc_update(sum, std::string_view(buf.data(), n));
+    if (off + n > len) {  // the envelope's part of this chunk
+      uint64_t from = off >= len ? 0 : len - off;
+      json.append(buf.data() + from, n - static_cast<size_t>(from));
+    }
+    off += n;
+  }
+  if (sum != crc) {
+    err = "checksum mismatch (incomplete commit or damaged file)";
+    return false;
+  }
+  if (!envelope_from_json(json, env) || env.queue_id != qid) {
+    err = "envelope unreadable or for another queue ID";
+    return false;
+  }
+  env.message_size = len;
+  msg_len = len;
+  return true;
 }
 
 void Spool::recover() {
   namespace fs = std::filesystem;
-  size_t orphans = 0;
-  for (auto& e : fs::directory_iterator(dir_ + "/tmp")) {
-    fs::remove(e.path());
-    ++orphans;
-  }
+  size_t orphans = 0, corrupt = 0;
   std::set<std::string> msgs, envs;
-  for (auto& e : fs::directory_iterator(dir_ + "/active")) {
+  std::vector<FreeFile> free;
+  for (auto& e : fs::directory_iterator(active_)) {
     auto name = e.path().filename().string();
-    auto stem = e.path().stem().string();
-    if (e.path().extension() == ".msg") msgs.insert(stem);
-    else if (e.path().extension() == ".env") envs.insert(stem);
-    else if (name.size() > 4 && name.ends_with(".tmp")) {
-      fs::remove(e.path());
+    std::error_code ec;
+    if (name.starts_with("free-")) {
+      free.push_back({name, static_cast<uint64_t>(e.file_size(ec))});
+    } else if (name.ends_with(".tmp")) {
+      fs::remove(e.path(), ec);
       ++orphans;
+    } else if (name.ends_with(".msg")) {
+      msgs.insert(name.substr(0, name.size() - 4));
+    } else if (name.ends_with(".env")) {
+      envs.insert(name.substr(0, name.size() - 4));
+    } else {
+      spdlog::warn("spool: unknown file {}/{} left alone", active_, name);
     }
   }
-  for (auto& m : msgs) {
-    if (!envs.count(m)) {  // renamed .msg, crashed before .env: never acknowledged
-      fs::remove(dir_ + "/active/" + m + ".msg");
-      ++orphans;
-    }
+  for (auto& f : free) {
+    if (!pool_put(f.name, f.size)) ::unlinkat(active_fd_, f.name.c_str(), 0);
   }
-  for (auto& e : envs) {
-    std::ifstream in(dir_ + "/active/" + e + ".env");
-    std::stringstream ss;
-    ss << in.rdbuf();
+  for (auto& qid : msgs) {
     Envelope env;
-    if (!msgs.count(e) || !envelope_from_json(ss.str(), env)) {
-      spdlog::error("queue_id={} spool: unreadable queue entry moved to {}/corrupt", e, dir_);
+    uint64_t len = 0;
+    std::string err;
+    if (!read_queue_file(msg_path(qid), qid, env, len, err)) {
+      // Never acknowledged (a crash between the rename and the sync) or damaged on disk: kept
+      // for the admin to look at, never delivered.
+      spdlog::error("queue_id={} spool: {}: moved to {}/corrupt", qid, err, dir_);
       std::error_code ec;
-      fs::rename(dir_ + "/active/" + e + ".env", dir_ + "/corrupt/" + e + ".env", ec);
-      if (msgs.count(e)) fs::rename(dir_ + "/active/" + e + ".msg", dir_ + "/corrupt/" + e + ".msg", ec);
+      fs::rename(msg_path(qid), dir_ + "/corrupt/" + qid + ".msg", ec);
+      ++corrupt;
       continue;
     }
-    recovered_.push_back(e);
+    if (envs.count(qid)) {
+      std::ifstream in(active_ + "/" + qid + ".env");
+      std::stringstream ss;
+      ss << in.rdbuf();
+      Envelope newer;
+      if (envelope_from_json(ss.str(), newer) && newer.queue_id == qid) {
+        newer.message_size = len;
+        env = std::move(newer);
+        env_files_.insert(qid);
+      } else {
+        spdlog::error("queue_id={} spool: unreadable {}.env ignored; the envelope stored with the message is used",
+                      qid, qid);
+        std::error_code ec;
+        fs::rename(active_ + "/" + qid + ".env", dir_ + "/corrupt/" + qid + ".env", ec);
+      }
+    }
+    recovered_.push_back(std::move(env));
   }
-  if (orphans) ::fsync(active_fd_);
-  spdlog::info("spool recovered dir={} messages={} orphans_removed={}", dir_, recovered_.size(), orphans);
+  for (auto& qid : envs) {
+    if (!msgs.count(qid)) {  // its message was retired just before a crash
+      ::unlinkat(active_fd_, (qid + ".env").c_str(), 0);
+      ++orphans;
+    }
+  }
+  if (orphans || corrupt) ::fsync(active_fd_);
+  spdlog::info("spool recovered dir={} messages={} orphans_removed={} corrupt={} free_files={}", dir_,
+               recovered_.size(), orphans, corrupt, pool_size());
 }
 
 std::string Spool::new_queue_id() {
@@ -144,21 +278,66 @@ std::string Spool::new_queue_id() {
   return base32(static_cast<uint64_t>(us), 11) + base32(counter.fetch_add(1) % (31 * 31 * 31), 3);
 }
 
+size_t Spool::pool_size() const {
+  std::lock_guard lk(pool_mu_);
+  return pool_.size();
+}
+
+bool Spool::pool_put(std::string name, uint64_t size) {
+  std::lock_guard lk(pool_mu_);
+  if (size > kPoolMaxFileBytes || pool_.size() >= kPoolMaxFiles || pool_bytes_ + size > kPoolMaxBytes) return false;
+  pool_bytes_ += size;
+  pool_.push_back({std::move(name), size});
+  return true;
+}
+
+bool Spool::pool_has_room(uint64_t size) const {
+  std::lock_guard lk(pool_mu_);
+  return size <= kPoolMaxFileBytes && pool_.size() < kPoolMaxFiles && pool_bytes_ + size <= kPoolMaxBytes;
+}
+
+void Spool::pool_release(const std::string& name, uint64_t size) {
+  if (!pool_put(name, size)) ::unlinkat(active_fd_, name.c_str(), 0);
+}
+
 std::unique_ptr<SpoolWriter> Spool::open(const std::string& qid) {
   auto w = std::unique_ptr<SpoolWriter>(new SpoolWriter());
   w->qid_ = qid;
-  std::string path = dir_ + "/tmp/" + qid + ".msg";
-  w->fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  for (;;) {
+    FreeFile f;
+    {
+      std::lock_guard lk(pool_mu_);
+      if (pool_.empty()) break;
+      f = std::move(pool_.back());
+      pool_.pop_back();
+      pool_bytes_ -= f.size;
+    }
+    int fd = ::openat(active_fd_, f.name.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {  // written over from the start; the commit trims what is left of the old one
+      w->fd_ = fd;
+      w->name_ = std::move(f.name);
+      w->old_size_ = f.size;
+      w->spool_ = this;
+      return w;
+    }
+    spdlog::warn("spool: free file {}/{} unusable: {}", active_, f.name, std::strerror(errno));
+    ::unlinkat(active_fd_, f.name.c_str(), 0);
+  }
+  std::string name = free_name(qid);
+  w->fd_ = ::openat(active_fd_, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (w->fd_ < 0) {
-    spdlog::error("queue_id={} cannot create {}: {}", qid, path, std::strerror(errno));
+    spdlog::error("queue_id={} cannot create {}/{}: {}", qid, active_, name, std::strerror(errno));
     return nullptr;
   }
-  w->tmp_path_ = path;
+  w->name_ = std::move(name);
+  w->spool_ = this;
   return w;
 }
 
 void Spool::commit(std::unique_ptr<SpoolWriter> w, const Envelope& env, std::function<void(bool)> done) {
-  Pending p{std::move(w), envelope_to_json(env), std::move(done)};
+  Envelope stored = env;
+  stored.message_size = w->bytes();  // what the file holds is what gets delivered
+  Pending p{std::move(w), envelope_to_json(stored), std::move(done)};
   {
     std::lock_guard lk(mu_);
     pending_.push_back(std::move(p));
@@ -195,11 +374,24 @@ void Spool::remove(const std::string& qid) {
 void Spool::run() {
   std::vector<Pending> batch;
   for (;;) {
+    bool flush_only = false;
     {
       std::unique_lock lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || !pending_.empty(); });
-      if (pending_.empty() && stop_) return;
+      cv_.wait(lk, [&] { return stop_ || !pending_.empty() || flush_wanted_; });
+      if (pending_.empty() && !stop_) {
+        // Only retirements and envelope rewrites to make durable: wait briefly for a commit whose
+        // sync can carry them too.
+        cv_.wait_for(lk, kFlushDelay, [&] { return stop_ || !pending_.empty(); });
+      }
+      if (pending_.empty() && stop_ && !flush_wanted_) return;
+      flush_wanted_ = false;  // everything changed before this point is covered by the sync below
       batch.swap(pending_);
+      flush_only = batch.empty();
+    }
+    if (flush_only) {
+      if (::syncfs(active_fd_) != 0 && ::fsync(active_fd_) != 0)
+        spdlog::error("spool: sync of {} failed: {}", active_, std::strerror(errno));
+      continue;
     }
     commit_batch(batch);
     batch.clear();
@@ -223,107 +415,101 @@ void Spool::run_changes() {
   }
 }
 
-// Envelope rewrites (write .env.tmp, flush, rename over .env) and deletions, one directory
-// fsync for all of them.
+// Envelope rewrites (write .env.tmp, flush, rename over .env) and retirements (the .msg back to
+// the free pool, then its .env), one directory fsync for all of them.
 void Spool::apply_changes(std::vector<std::pair<std::string, std::string>>& updates,
                           std::vector<std::string>& removes) {
   auto t0 = std::chrono::steady_clock::now();
   std::vector<std::pair<int, std::string>> written;  // fd, qid
   for (auto& [qid, json] : updates) {
-    std::string tmp = env_path(qid) + ".tmp";
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    std::string tmp = qid + ".env.tmp";
+    int fd = ::openat(active_fd_, tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0 || !write_all(fd, json.data(), json.size())) {
       spdlog::error("queue_id={} cannot rewrite envelope: {}", qid, std::strerror(errno));
       if (fd >= 0) ::close(fd);
-      ::unlink(tmp.c_str());
+      ::unlinkat(active_fd_, tmp.c_str(), 0);
       continue;
     }
     written.emplace_back(fd, qid);
   }
-  bool synced = written.size() > 1 && ::syncfs(written.front().first) == 0;
+  bool synced = written.size() > 1 && ::syncfs(active_fd_) == 0;
   for (auto& [fd, qid] : written) {
-    std::string tmp = env_path(qid) + ".tmp";
-    if ((!synced && ::fdatasync(fd) != 0) || ::rename(tmp.c_str(), env_path(qid).c_str()) != 0) {
+    std::string tmp = qid + ".env.tmp";
+    std::string env = qid + ".env";
+    if ((!synced && ::fdatasync(fd) != 0) || ::renameat(active_fd_, tmp.c_str(), active_fd_, env.c_str()) != 0) {
       spdlog::error("queue_id={} cannot install envelope: {}", qid, std::strerror(errno));
-      ::unlink(tmp.c_str());
+      ::unlinkat(active_fd_, tmp.c_str(), 0);
+    } else {
+      env_files_.insert(qid);
     }
     ::close(fd);
   }
   for (auto& qid : removes) {
-    ::unlink(env_path(qid).c_str());  // the commit record first: a crash leaves an orphan .msg
-    ::unlink(msg_path(qid).c_str());
+    // The .msg first: a crash in between leaves an orphan .env, which recovery deletes.
+    std::string msg = qid + ".msg";
+    struct stat st {};
+    bool recycled = false;
+    if (::fstatat(active_fd_, msg.c_str(), &st, 0) == 0 && pool_has_room(static_cast<uint64_t>(st.st_size)) &&
+        ::renameat(active_fd_, msg.c_str(), active_fd_, free_name(qid).c_str()) == 0) {
+      recycled = true;
+      pool_release(free_name(qid), static_cast<uint64_t>(st.st_size));
+    }
+    if (!recycled && ::unlinkat(active_fd_, msg.c_str(), 0) != 0 && errno != ENOENT)
+      spdlog::error("queue_id={} cannot remove queue file: {}", qid, std::strerror(errno));
+    if (env_files_.erase(qid)) ::unlinkat(active_fd_, (qid + ".env").c_str(), 0);
   }
-  auto t1 = std::chrono::steady_clock::now();
-  if (::fsync(active_fd_) != 0) spdlog::error("spool: fsync of {}/active failed: {}", dir_, std::strerror(errno));
-  auto t2 = std::chrono::steady_clock::now();
-  SPDLOG_DEBUG("spool changes updates={} removes={} write_us={} dirsync_us={}", updates.size(), removes.size(),
-               std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count(),
-               std::chrono::duration_cast<std::chrono::microseconds>(t2 - t1).count());
+  // Made durable by the committer's next filesystem sync (a commit's, or one of its own within
+  // kFlushDelay): retirements need not cost a directory fsync of their own.
+  {
+    std::lock_guard lk(mu_);
+    flush_wanted_ = true;
+  }
+  cv_.notify_one();
+  SPDLOG_DEBUG("spool changes updates={} removes={} us={}", updates.size(), removes.size(),
+               std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
 }
 
 void Spool::commit_batch(std::vector<Pending>& batch) {
   std::vector<char> ok(batch.size(), 0);
-  std::vector<int> env_fds(batch.size(), -1);
-  // 1. Write each envelope next to its message in tmp/.
-  for (size_t i = 0; i < batch.size(); ++i) {
-    auto& p = batch[i];
-    if (p.w->failed_) continue;
-    std::string env_tmp = dir_ + "/tmp/" + p.w->qid_ + ".env";
-    int fd = ::open(env_tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || !write_all(fd, p.env_json.data(), p.env_json.size())) {
-      spdlog::error("queue_id={} cannot write envelope: {}", p.w->qid_, std::strerror(errno));
-      if (fd >= 0) ::close(fd);
-      ::unlink(env_tmp.c_str());
-      continue;
-    }
-    env_fds[i] = fd;
-    ok[i] = 1;
-  }
-  // 2. Flush data and envelopes: one filesystem sync for the whole batch when it is larger
-  //    than one message; fdatasync per file otherwise (and if syncfs is refused).
   auto t0 = std::chrono::steady_clock::now();
-  bool synced = false;
-  size_t n_ok = 0;
-  for (char c : ok) n_ok += c;
-  if (n_ok > 1) {
-    for (size_t i = 0; i < batch.size() && !synced; ++i)
-      if (ok[i]) synced = ::syncfs(env_fds[i]) == 0;
-  }
-  for (size_t i = 0; i < batch.size(); ++i) {
-    if (!ok[i]) continue;
-    if (!synced && (::fdatasync(batch[i].w->fd_) != 0 || ::fdatasync(env_fds[i]) != 0)) {
-      spdlog::error("queue_id={} fsync failed: {}", batch[i].w->qid_, std::strerror(errno));
-      ok[i] = 0;
-    }
-  }
-  for (int fd : env_fds)
-    if (fd >= 0) ::close(fd);
-  // 3. Rename into active/: the .msg first, the .env (the commit record) last.
+  // 1. Envelope and footer after each message, trim what a recycled file held beyond, and give
+  //    the file its queue name. Nothing is acknowledged yet: until the sync, a crash leaves a
+  //    file whose checksum does not match.
   for (size_t i = 0; i < batch.size(); ++i) {
     auto& w = *batch[i].w;
-    std::string env_tmp = dir_ + "/tmp/" + w.qid_ + ".env";
-    if (!ok[i]) {
-      ::unlink(env_tmp.c_str());
-      continue;
-    }
-    if (::rename(w.tmp_path_.c_str(), msg_path(w.qid_).c_str()) != 0 ||
-        ::rename(env_tmp.c_str(), env_path(w.qid_).c_str()) != 0) {
-      spdlog::error("queue_id={} cannot move into queue: {}", w.qid_, std::strerror(errno));
-      ::unlink(msg_path(w.qid_).c_str());
-      ::unlink(env_tmp.c_str());
-      ok[i] = 0;
+    const auto& json = batch[i].env_json;
+    if (w.failed_) continue;
+    std::string tail = json + make_footer(w.bytes_, json.size(), crc_update(w.crc_, json));
+    uint64_t end = w.bytes_ + tail.size();
+    std::string target = w.qid_ + ".msg";
+    if (!write_all(w.fd_, tail.data(), tail.size()) ||
+        (w.old_size_ > end && ::ftruncate(w.fd_, static_cast<off_t>(end)) != 0) ||
+        ::renameat(active_fd_, w.name_.c_str(), active_fd_, target.c_str()) != 0) {
+      spdlog::error("queue_id={} cannot commit queue file: {}", w.qid_, std::strerror(errno));
+      w.failed_ = true;  // the writer deletes its file
       continue;
     }
     w.committed_ = true;
+    ok[i] = 1;
   }
-  // 4. Make the renames durable.
-  if (::fsync(active_fd_) != 0) {
-    spdlog::error("spool: fsync of {}/active failed: {}", dir_, std::strerror(errno));
+  // 2. One filesystem sync for the batch (data, envelopes and the renames); per file and the
+  //    directory if syncfs is refused.
+  bool synced = ::syncfs(active_fd_) == 0;
+  if (!synced) {
     for (size_t i = 0; i < batch.size(); ++i) {
-      if (!ok[i]) continue;
-      ::unlink(env_path(batch[i].w->qid_).c_str());
-      ::unlink(msg_path(batch[i].w->qid_).c_str());
-      ok[i] = 0;
+      if (ok[i] && ::fdatasync(batch[i].w->fd_) != 0) {
+        spdlog::error("queue_id={} fsync failed: {}", batch[i].w->qid_, std::strerror(errno));
+        ::unlinkat(active_fd_, (batch[i].w->qid_ + ".msg").c_str(), 0);
+        ok[i] = 0;
+      }
+    }
+    if (::fsync(active_fd_) != 0) {
+      spdlog::error("spool: fsync of {} failed: {}", active_, std::strerror(errno));
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (!ok[i]) continue;
+        ::unlinkat(active_fd_, (batch[i].w->qid_ + ".msg").c_str(), 0);
+        ok[i] = 0;
+      }
     }
   }
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
@@ -334,7 +520,7 @@ void Spool::commit_batch(std::vector<Pending>& batch) {
     stats_.messages += batch.size();
   }
   for (size_t i = 0; i < batch.size(); ++i) {
-    batch[i].w.reset();  // closes the message fd; unlinks tmp when not committed
+    batch[i].w.reset();  // closes the file; a failed writer deletes its file
     batch[i].done(ok[i] != 0);
   }
 }

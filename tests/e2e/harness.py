@@ -187,24 +187,46 @@ class Daemon:
                            capture_output=True, text=True, timeout=60)
         return r.returncode, r.stdout, r.stderr
 
-    # The spool.
+    # The spool: <qid>.msg is the message, then its envelope (JSON), then a fixed footer
+    # "\nPOSTERN1 <message length> <envelope length> <crc32>\n" (hex); <qid>.env, when present,
+    # is a newer envelope.
+    def _active(self):
+        return os.path.join(self.dir, "queue", "active")
+
     def queued(self):
-        d = os.path.join(self.dir, "queue", "active")
+        d = self._active()
         if not os.path.isdir(d):
             return []
-        return sorted(f[:-4] for f in os.listdir(d) if f.endswith(".env"))
+        return sorted(f[:-4] for f in os.listdir(d) if f.endswith(".msg"))
+
+    def _queue_file(self, qid):
+        import zlib
+        with open(os.path.join(self._active(), qid + ".msg"), "rb") as f:
+            data = f.read()
+        footer = data[-45:]
+        assert footer.startswith(b"\nPOSTERN1 ") and footer.endswith(b"\n"), footer
+        length, env_len, crc = (int(x, 16) for x in footer[10:-1].split(b" "))
+        assert length + env_len + 45 == len(data)
+        assert zlib.crc32(data[:length + env_len]) == crc
+        return data[:length], data[length:length + env_len]
 
     def message(self, qid):
-        with open(os.path.join(self.dir, "queue", "active", qid + ".msg"), "rb") as f:
-            return f.read()
+        return self._queue_file(qid)[0]
 
     def envelope(self, qid):
         import json
-        with open(os.path.join(self.dir, "queue", "active", qid + ".env")) as f:
-            return json.load(f)
+        newer = os.path.join(self._active(), qid + ".env")
+        if os.path.exists(newer):
+            with open(newer) as f:
+                return json.load(f)
+        return json.loads(self._queue_file(qid)[1])
 
     def tmp_files(self):
-        return os.listdir(os.path.join(self.dir, "queue", "tmp"))
+        """Leftovers of an interrupted commit or update (there should be none after a restart)."""
+        return [f for f in os.listdir(self._active()) if f.endswith(".tmp")]
+
+    def free_files(self):
+        return [f for f in os.listdir(self._active()) if f.startswith("free-")]
 
 
 class Smtp:
