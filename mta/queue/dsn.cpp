@@ -21,18 +21,21 @@ std::string clean(const std::string& s) {
 
 bool may_bounce(const Envelope& env) { return !env.mail_from.empty() && !env.is_bounce; }
 
-std::vector<size_t> wants_failure_dsn(const Envelope& env, const std::vector<size_t>& failed) {
+std::vector<size_t> wants_dsn(const Envelope& env, const std::vector<size_t>& rcpts, DsnKind kind) {
   std::vector<size_t> r;
   if (!may_bounce(env)) return r;
-  for (size_t i : failed) {
+  const char* word = kind == DsnKind::kFailed ? "FAILURE" : "DELAY";
+  for (size_t i : rcpts) {
     const std::string& n = env.rcpts[i].notify;
-    if (n.empty() || n.find("FAILURE") != std::string::npos) r.push_back(i);
+    if (n.empty() || n.find(word) != std::string::npos) r.push_back(i);
   }
   return r;
 }
 
-Dsn make_failure_dsn(const Envelope& orig, const std::vector<size_t>& rcpts, const std::string& original,
-                     const std::string& hostname, const std::string& date, const std::string& boundary) {
+Dsn make_dsn(DsnKind kind, const Envelope& orig, const std::vector<size_t>& rcpts, const std::string& original,
+             const std::string& hostname, const std::string& date, const std::string& boundary,
+             int64_t retry_until) {
+  const bool delayed = kind == DsnKind::kDelayed;
   Dsn d;
   d.env.mail_from = "";
   d.env.is_bounce = true;
@@ -47,18 +50,25 @@ Dsn make_failure_dsn(const Envelope& orig, const std::vector<size_t>& rcpts, con
   m += "Date: " + date + "\r\n";
   m += "From: Mail Delivery System <MAILER-DAEMON@" + hostname + ">\r\n";
   m += "To: <" + orig.mail_from + ">\r\n";
-  m += "Subject: Undelivered Mail Returned to Sender\r\n";
+  m += std::string("Subject: ") +
+       (delayed ? "Delayed Mail (still being retried)" : "Undelivered Mail Returned to Sender") + "\r\n";
   m += "Auto-Submitted: auto-replied\r\n";
   m += "MIME-Version: 1.0\r\n";
   m += "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"" + boundary + "\"\r\n";
   m += "\r\nThis is a MIME-encapsulated message.\r\n\r\n";
   m += "--" + boundary + "\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n";
   m += "This is the mail system at host " + hostname + ".\r\n\r\n";
-  m += "I'm sorry to have to inform you that your message could not\r\n";
-  m += "be delivered to one or more recipients. It's attached below.\r\n\r\n";
+  if (delayed) {
+    m += "This is a warning only; you do not need to send your message again.\r\n\r\n";
+    m += "Your message could not be delivered yet to one or more recipients. Delivery will\r\n";
+    m += "be retried until " + arrival_date(retry_until) + "; its headers are attached below.\r\n\r\n";
+  } else {
+    m += "I'm sorry to have to inform you that your message could not\r\n";
+    m += "be delivered to one or more recipients. It's attached below.\r\n\r\n";
+  }
   for (size_t i : rcpts) {
     const Recipient& r = orig.rcpts[i];
-    m += "<" + r.address + ">: " + clean(r.diag.empty() ? "delivery failed" : r.diag) + "\r\n";
+    m += "<" + r.address + ">: " + clean(r.diag.empty() ? (delayed ? "delivery delayed" : "delivery failed") : r.diag) + "\r\n";
   }
   m += "\r\n--" + boundary + "\r\nContent-Type: message/delivery-status\r\n\r\n";
   m += "Reporting-MTA: dns; " + hostname + "\r\n";
@@ -72,15 +82,19 @@ Dsn make_failure_dsn(const Envelope& orig, const std::vector<size_t>& rcpts, con
       auto semi = r.orcpt.find(';');
       m += "Original-Recipient: " + r.orcpt.substr(0, semi) + "; " + r.orcpt.substr(semi + 1) + "\r\n";
     }
-    m += "Action: failed\r\n";
-    m += "Status: " + (r.status.empty() ? std::string("5.0.0") : r.status) + "\r\n";
+    std::string status = r.status;
+    if (delayed && (status.empty() || status[0] != '4')) status = "4.0.0";  // e.g. no answer at all
+    if (!delayed && status.empty()) status = "5.0.0";
+    m += std::string("Action: ") + (delayed ? "delayed" : "failed") + "\r\n";
+    m += "Status: " + status + "\r\n";
     if (!r.remote.empty()) m += "Remote-MTA: dns; " + clean(r.remote) + "\r\n";
     if (!r.diag.empty()) {
       bool smtp = r.diag.size() > 3 && std::isdigit(static_cast<unsigned char>(r.diag[0]));
       m += "Diagnostic-Code: " + std::string(smtp ? "smtp; " : "X-Postern; ") + clean(r.diag) + "\r\n";
     }
+    if (delayed && retry_until > 0) m += "Will-Retry-Until: " + arrival_date(retry_until) + "\r\n";
   }
-  bool headers_only = orig.ret == "HDRS";
+  bool headers_only = delayed || orig.ret == "HDRS";
   m += "\r\n--" + boundary + "\r\nContent-Type: " +
        std::string(headers_only ? "text/rfc822-headers" : "message/rfc822") + "\r\n";
   if (orig.body == BodyType::k8BitMime || orig.smtputf8) m += "Content-Transfer-Encoding: 8bit\r\n";

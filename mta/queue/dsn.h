@@ -1,6 +1,7 @@
 // dsn.h — delivery status notifications (RFC 3464 multipart/report) made by Postern for
-// recipients that failed, sent to the original sender from the null sender. Never for a message
-// from the null sender, never for a DSN Postern made, never against NOTIFY.
+// recipients that failed (Action: failed) or are still being retried after queue.delay_warning
+// (Action: delayed), sent to the original sender from the null sender. Never for a message from
+// the null sender, never for a DSN Postern made, never against NOTIFY.
 #pragma once
 
 #include <string>
@@ -10,8 +11,11 @@
 
 namespace postern::queue {
 
-// Which of `failed` want a failure notice (NOTIFY empty or containing FAILURE).
-std::vector<size_t> wants_failure_dsn(const Envelope& env, const std::vector<size_t>& failed);
+enum class DsnKind { kFailed, kDelayed };
+
+// Which of `rcpts` want this kind of notice: NOTIFY empty (RFC 3461 leaves the default to the
+// MTA; like Postfix, Postern sends both kinds) or naming FAILURE / DELAY.
+std::vector<size_t> wants_dsn(const Envelope& env, const std::vector<size_t>& rcpts, DsnKind kind);
 bool may_bounce(const Envelope& env);
 
 struct Dsn {
@@ -20,7 +24,10 @@ struct Dsn {
 };
 
 // original: the stored message (Received: first). date: RFC 5322 date. boundary: unique token.
-Dsn make_failure_dsn(const Envelope& orig, const std::vector<size_t>& rcpts, const std::string& original,
-                     const std::string& hostname, const std::string& date, const std::string& boundary);
+// retry_until (delayed only): when Postern gives up, for the Will-Retry-Until field. A delay
+// notice carries the original's headers only; a failure notice the whole message unless RET=HDRS.
+Dsn make_dsn(DsnKind kind, const Envelope& orig, const std::vector<size_t>& rcpts, const std::string& original,
+             const std::string& hostname, const std::string& date, const std::string& boundary,
+             int64_t retry_until = 0);
 
 }  // namespace postern::queue

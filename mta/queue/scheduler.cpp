@@ -293,6 +293,15 @@ void Scheduler::settle(const std::string& qid) {
     msgs_.erase(it);
     return;
   }
+  // Still trying after queue.delay_warning: tell the sender once (persisted with the update below).
+  auto warn_after = std::chrono::duration_cast<std::chrono::seconds>(cfg->queue.delay_warning).count();
+  if (warn_after > 0 && !e.env->delay_warned && t - e.env->received_at >= warn_after) {
+    e.env->delay_warned = true;
+    std::vector<size_t> waiting;
+    for (size_t i = 0; i < e.env->rcpts.size(); ++i)
+      if (e.env->rcpts[i].state == RcptState::kPending) waiting.push_back(i);
+    bounce(e, waiting, queue::DsnKind::kDelayed);
+  }
   // Backoff: min_backoff doubling up to max_backoff.
   auto minb = std::chrono::duration_cast<std::chrono::seconds>(cfg->queue.min_backoff).count();
   auto maxb = std::chrono::duration_cast<std::chrono::seconds>(cfg->queue.max_backoff).count();
@@ -308,11 +317,12 @@ void Scheduler::settle(const std::string& qid) {
   spdlog::info("queue_id={} deferred attempts={} next_retry_in={}s", qid, e.env->attempts, delay);
 }
 
-void Scheduler::bounce(Entry& e, const std::vector<size_t>& rcpts) {
-  auto want = queue::wants_failure_dsn(*e.env, rcpts);
+void Scheduler::bounce(Entry& e, const std::vector<size_t>& rcpts, queue::DsnKind kind) {
+  const bool delayed = kind == queue::DsnKind::kDelayed;
+  auto want = queue::wants_dsn(*e.env, rcpts, kind);
   if (want.empty()) {
     if (!rcpts.empty())
-      spdlog::info("queue_id={} no DSN: {}", e.env->queue_id,
+      spdlog::info("queue_id={} no {}: {}", e.env->queue_id, delayed ? "delay notice" : "DSN",
                    e.env->mail_from.empty() ? "null sender" : e.env->is_bounce ? "a DSN itself" : "NOTIFY says no");
     return;
   }
@@ -326,7 +336,9 @@ void Scheduler::bounce(Entry& e, const std::vector<size_t>& rcpts) {
   auto cfg = rt_.config.load();
   std::mt19937_64 rng(std::random_device{}());
   std::string boundary = e.env->queue_id + "." + std::to_string(rng());
-  auto dsn = queue::make_failure_dsn(*e.env, want, original, cfg->hostname, rfc5322_now(), boundary);
+  auto lifetime = std::chrono::duration_cast<std::chrono::seconds>(cfg->queue.lifetime).count();
+  auto dsn = queue::make_dsn(kind, *e.env, want, original, cfg->hostname, rfc5322_now(), boundary,
+                             e.env->received_at + lifetime);
   dsn.env.queue_id = rt_.spool->new_queue_id();
   std::string received = "Received: by " + cfg->hostname + " (Postern) id " + dsn.env.queue_id + "; " + rfc5322_now() + "\r\n";
   auto w = rt_.spool->open(dsn.env.queue_id);
@@ -336,8 +348,8 @@ void Scheduler::bounce(Entry& e, const std::vector<size_t>& rcpts) {
   }
   dsn.env.message_size = w->bytes();
   rt_.counters.dsns_generated.fetch_add(1);
-  spdlog::info("queue_id={} dsn_queue_id={} sender non-delivery notification to=<{}> rcpts={}", e.env->queue_id,
-               dsn.env.queue_id, e.env->mail_from, want.size());
+  spdlog::info("queue_id={} dsn_queue_id={} sender {} notification to=<{}> rcpts={}", e.env->queue_id,
+               dsn.env.queue_id, delayed ? "delay" : "non-delivery", e.env->mail_from, want.size());
   Envelope copy = dsn.env;
   rt_.spool->commit(std::move(w), dsn.env, [this, copy](bool ok) {
     if (ok) submit(copy);

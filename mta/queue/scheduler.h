@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "mta/delivery/delivery_job.h"
+#include "mta/queue/dsn.h"
 #include "mta/runtime.h"
 
 namespace postern::mta {
@@ -91,7 +92,7 @@ class Scheduler {
   void dispatch();
   void apply(delivery::JobResult r);
   void settle(const std::string& qid);
-  void bounce(Entry& e, const std::vector<size_t>& rcpts);
+  void bounce(Entry& e, const std::vector<size_t>& rcpts, queue::DsnKind kind = queue::DsnKind::kFailed);
   void unschedule(Entry& e);
   std::string dest_key(const std::string& domain, Dest& proto) const;
   int64_t now() const;

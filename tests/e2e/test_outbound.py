@@ -248,3 +248,39 @@ def test_connection_is_reused_for_the_next_message():
             wait_for(lambda: "QUIT" in [c["cmd"].upper() for c in peer.commands()], 10, "QUIT after the cache time")
     finally:
         peer.cleanup()
+
+
+def test_delay_warning_is_sent_once_for_recipients_still_pending():
+    peer = Peer(control={"rules": [{"at": "RCPT", "match": "slow", "reply": "451 4.2.1 mailbox busy"}]})
+    try:
+        conf = relay_conf(peer, extra={"queue": {"delay_warning": "2s"}})
+        with running(conf) as d:
+            c = Smtp(d.port)
+            c.cmd("EHLO a")
+            assert c.cmd("MAIL FROM:<sender@example.test> ENVID=late7")[0] == 250
+            assert c.cmd("RCPT TO:<slow1@example.test>")[0] == 250              # NOTIFY absent: warned
+            assert c.cmd("RCPT TO:<slow2@example.test> NOTIFY=FAILURE")[0] == 250  # asked for failures only
+            assert c.cmd("RCPT TO:<quick@example.test>")[0] == 250              # delivered at once
+            c.cmd("DATA")
+            c.send("Subject: late\r\nMessage-ID: <late@example.test>\r\n\r\nsecret body text\r\n.\r\n")
+            code, text = c.reply()
+            assert code == 250, text
+            qid = QID.search(text).group(1)
+            c.cmd("QUIT")
+            dsns = lambda: [m for m in peer.messages() if m["mail_from"].startswith("FROM:<>")]
+            wait_for(lambda: len(dsns()) == 1, 20, "the delay warning")
+            b = dsns()[0]["body"].decode()
+            assert "Subject: Delayed Mail (still being retried)" in b
+            report = b.split("message/delivery-status")[1].split("text/rfc822-headers")[0]
+            assert "Final-Recipient: rfc822; slow1@example.test" in report
+            assert "slow2@" not in report and "quick@" not in report
+            assert "Action: delayed" in report and "Status: 4.2.1" in report
+            assert "Will-Retry-Until: " in report and "Original-Envelope-Id: late7" in report
+            assert "Message-ID: <late@example.test>" in b and "secret body text" not in b
+            # Still queued and retried, and never warned twice (the flag is in the envelope).
+            d.wait_log("queue_id=%s deferred attempts=4" % qid, timeout=30)
+            assert len(dsns()) == 1
+            assert qid in d.queued() and d.envelope(qid)["delay_warned"] is True
+            assert [r["state"] for r in d.envelope(qid)["rcpts"]] == [0, 0, 1]
+    finally:
+        peer.cleanup()

@@ -1,0 +1,70 @@
+#include <gtest/gtest.h>
+
+#include "mta/queue/dsn.h"
+
+using namespace postern;
+using queue::DsnKind;
+
+namespace {
+Envelope three_rcpts() {
+  Envelope e;
+  e.queue_id = "Q1";
+  e.mail_from = "sender@example.test";
+  e.received_at = 1700000000;
+  e.rcpts.push_back({"a@example.test", "", ""});
+  e.rcpts.push_back({"b@example.test", "FAILURE", ""});
+  e.rcpts.push_back({"c@example.test", "DELAY,FAILURE", "rfc822;C@example.test"});
+  for (auto& r : e.rcpts) {
+    r.status = "4.4.1";
+    r.diag = "451 4.4.1 try later";
+  }
+  return e;
+}
+const std::string kOriginal = "Received: by x\r\nSubject: s\r\n\r\nthe body\r\n";
+}  // namespace
+
+TEST(Dsn, NotifySelectsRecipientsPerKind) {
+  auto e = three_rcpts();
+  EXPECT_EQ(queue::wants_dsn(e, {0, 1, 2}, DsnKind::kFailed), (std::vector<size_t>{0, 1, 2}));
+  EXPECT_EQ(queue::wants_dsn(e, {0, 1, 2}, DsnKind::kDelayed), (std::vector<size_t>{0, 2}));
+  e.rcpts[0].notify = "NEVER";
+  EXPECT_EQ(queue::wants_dsn(e, {0}, DsnKind::kFailed), std::vector<size_t>{});
+  e.mail_from.clear();  // never to the null sender
+  EXPECT_TRUE(queue::wants_dsn(e, {1, 2}, DsnKind::kFailed).empty());
+  e.mail_from = "x@y";
+  e.is_bounce = true;  // never for a DSN
+  EXPECT_TRUE(queue::wants_dsn(e, {1, 2}, DsnKind::kDelayed).empty());
+}
+
+TEST(Dsn, DelayedNoticeCarriesHeadersAndRetryTime) {
+  auto e = three_rcpts();
+  auto d = queue::make_dsn(DsnKind::kDelayed, e, {0, 2}, kOriginal, "mx.test", "Sun, 22 Nov 2026 10:00:00 +0000",
+                           "BOUND", e.received_at + 5 * 86400);
+  EXPECT_EQ(d.env.mail_from, "");
+  EXPECT_TRUE(d.env.is_bounce);
+  EXPECT_NE(d.text.find("Subject: Delayed Mail"), std::string::npos);
+  EXPECT_NE(d.text.find("Action: delayed\r\nStatus: 4.4.1"), std::string::npos);
+  EXPECT_NE(d.text.find("Will-Retry-Until: "), std::string::npos);
+  EXPECT_NE(d.text.find("Original-Recipient: rfc822; C@example.test"), std::string::npos);
+  EXPECT_NE(d.text.find("text/rfc822-headers"), std::string::npos);
+  EXPECT_EQ(d.text.find("the body"), std::string::npos);
+  EXPECT_EQ(d.text.find("b@example.test"), std::string::npos);
+  EXPECT_TRUE(d.text.ends_with("--BOUND--\r\n"));
+}
+
+TEST(Dsn, FailedNoticeCarriesTheMessageUnlessRetHdrs) {
+  auto e = three_rcpts();
+  e.rcpts[1].status = "5.1.1";
+  auto d = queue::make_dsn(DsnKind::kFailed, e, {1}, kOriginal, "mx.test", "date", "B");
+  EXPECT_NE(d.text.find("Action: failed\r\nStatus: 5.1.1"), std::string::npos);
+  EXPECT_NE(d.text.find("message/rfc822"), std::string::npos);
+  EXPECT_NE(d.text.find("the body"), std::string::npos);
+  EXPECT_EQ(d.text.find("Will-Retry-Until"), std::string::npos);
+  e.ret = "HDRS";
+  d = queue::make_dsn(DsnKind::kFailed, e, {1}, kOriginal, "mx.test", "date", "B");
+  EXPECT_EQ(d.text.find("the body"), std::string::npos);
+  // A delayed notice never says 5.x.x: a status that is not temporary becomes 4.0.0.
+  e.rcpts[0].status = "";
+  d = queue::make_dsn(DsnKind::kDelayed, e, {0}, kOriginal, "mx.test", "date", "B", 1);
+  EXPECT_NE(d.text.find("Status: 4.0.0"), std::string::npos);
+}
