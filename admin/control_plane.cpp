@@ -348,10 +348,21 @@ std::string ControlPlane::metrics() const {
   o << "postern_recipients_total{result=\"delivered\"} " << c.rcpts_delivered.load() << "\n";
   o << "postern_recipients_total{result=\"deferred\"} " << c.rcpts_deferred.load() << "\n";
   o << "postern_recipients_total{result=\"bounced\"} " << c.rcpts_bounced.load() << "\n";
-  metric("postern_dsn_generated_total", "counter", "Non-delivery notifications made.");
+  metric("postern_dsn_generated_total", "counter", "DSNs made (non-delivery and delay notices).");
   o << "postern_dsn_generated_total " << c.dsns_generated.load() << "\n";
   metric("postern_queue_messages", "gauge", "Messages in the queue.");
   o << "postern_queue_messages " << sched_.size() << "\n";
+  metric("postern_queue_destinations", "gauge", "Destinations the scheduler tracks (waiting, active or cached).");
+  o << "postern_queue_destinations " << sched_.destinations() << "\n";
+  if (rt_.spool) {
+    auto st = rt_.spool->stats();
+    metric("postern_spool_commit_batches_total", "counter", "Group commits (one filesystem sync each).");
+    o << "postern_spool_commit_batches_total " << st.batches << "\n";
+    metric("postern_spool_commits_total", "counter", "Messages committed to the spool.");
+    o << "postern_spool_commits_total " << st.messages << "\n";
+    metric("postern_spool_free_files", "gauge", "Retired queue files kept for reuse.");
+    o << "postern_spool_free_files " << rt_.spool->pool_size() << "\n";
+  }
   metric("postern_outbound_connections", "gauge", "Delivery connections in progress.");
   o << "postern_outbound_connections " << sched_.active_connections() << "\n";
   metric("postern_tls_handshakes_total", "counter", "Completed TLS handshakes per role.");

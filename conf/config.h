@@ -72,8 +72,8 @@ struct OutboundConfig {
   uint32_t destination_concurrency = 20;
   uint32_t max_connections = 200;
   uint32_t messages_per_connection = 50;
-  uint16_t mx_port = 25;
-  std::chrono::milliseconds connection_cache_time{std::chrono::seconds(2)};  // 0 = no cache  // port for next hops found by MX lookup (tests use another)
+  uint16_t mx_port = 25;  // port for next hops found by MX lookup (tests use another)
+  std::chrono::milliseconds connection_cache_time{std::chrono::seconds(2)};  // 0 = no cache
   TlsLevel level_for(const std::string& domain) const {
     auto it = tls_policy.find(domain);
     return it == tls_policy.end() ? tls : it->second;

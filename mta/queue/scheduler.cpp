@@ -119,6 +119,12 @@ void Scheduler::tick() {
     it->second.in_retry = false;
     make_ready(it->second);
   }
+  for (auto it = dests_.begin(); it != dests_.end();) {
+    auto& d = it->second;
+    while (!d.cached.empty() && d.cached.front().second < t) d.cached.pop_front();
+    if (d.active == 0 && d.waiting.empty() && d.cached.empty()) it = dests_.erase(it);
+    else ++it;
+  }
   dispatch();
 }
 
@@ -193,8 +199,8 @@ void Scheduler::dispatch() {
       ++active_;
       // Prefer a worker holding an idle connection to this destination (connection cache).
       Worker* w;
-      if (!d.cached.empty() && d.cached.front() < workers_.size()) {
-        w = workers_[d.cached.front()];
+      if (!d.cached.empty() && d.cached.front().first < workers_.size()) {
+        w = workers_[d.cached.front().first];
         d.cached.pop_front();
       } else {
         w = workers_[rr_++ % workers_.size()];
@@ -214,7 +220,10 @@ void Scheduler::apply(delivery::JobResult r) {
   auto dit = dests_.find(r.dest);
   if (dit != dests_.end()) {
     --dit->second.active;
-    if (r.cached_on >= 0 && dit->second.cached.size() < 64) dit->second.cached.push_back(static_cast<unsigned>(r.cached_on));
+    if (r.cached_on >= 0 && dit->second.cached.size() < 64) {
+      auto keep = std::chrono::ceil<std::chrono::seconds>(rt_.config.load()->outbound.connection_cache_time).count();
+      dit->second.cached.emplace_back(static_cast<unsigned>(r.cached_on), now() + keep);
+    }
     if (dit->second.active == 0 && dit->second.waiting.empty() && dit->second.cached.empty()) dests_.erase(dit);
   }
   --active_;

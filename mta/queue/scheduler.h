@@ -59,6 +59,7 @@ class Scheduler {
   bool remove(const std::string& qid);
   size_t size() const { return msgs_.size(); }
   size_t active_connections() const { return active_; }
+  size_t destinations() const { return dests_.size(); }
 
  private:
   struct Entry {
@@ -82,7 +83,9 @@ class Scheduler {
     bool has_route = false;
     NextHop route;
     TlsLevel tls = TlsLevel::kMay;
-    std::deque<unsigned> cached;  // workers that reported an idle connection to this destination
+    // Workers that reported an idle connection to this destination, and until when (unix
+    // seconds) it may still be there; pruned by tick() so quiet destinations are forgotten.
+    std::deque<std::pair<unsigned, int64_t>> cached;
   };
 
   void on_async();

@@ -239,6 +239,7 @@ void Spool::recover() {
       spdlog::error("queue_id={} spool: {}: moved to {}/corrupt", qid, err, dir_);
       std::error_code ec;
       fs::rename(msg_path(qid), dir_ + "/corrupt/" + qid + ".msg", ec);
+      if (envs.erase(qid)) fs::rename(active_ + "/" + qid + ".env", dir_ + "/corrupt/" + qid + ".env", ec);
       ++corrupt;
       continue;
     }

@@ -204,6 +204,9 @@ def test_metrics_parse_as_prometheus_text():
         assert samples['postern_tls_reloads_total{role="inbound_mta"}'] >= 1
         assert samples["postern_database_up"] == 1
         assert "postern_queue_messages" in samples
+        assert samples["postern_spool_commits_total"] >= 1
+        assert samples["postern_spool_commit_batches_total"] >= 1
+        assert "postern_spool_free_files" in samples and "postern_queue_destinations" in samples
 
 
 def test_private_postgres_is_restarted_when_it_dies():

@@ -10,6 +10,15 @@ from harness import (Daemon, DnsPeer, Peer, Smtp, cert_fingerprint, log_tail, ma
 QID = re.compile(r"queued as ([0-9A-Z]+)")
 
 
+def metric(d, name):
+    status, text = d.api("GET", "/metrics")
+    assert status == 200, text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split(" ")[1])
+    raise AssertionError("no metric " + name)
+
+
 def relay_conf(peer, tls="may", extra=None):
     conf = {"routes": {"example.test": "[%s]:%d" % (peer.host, peer.port)},
             "outbound": {"tls": tls, "connect_timeout": "2s", "command_timeout": "4s"},
@@ -246,6 +255,11 @@ def test_connection_is_reused_for_the_next_message():
             assert cmds.count("EHLO") == 1, "expected one connection for three messages: %s" % cmds
             assert "QUIT" not in cmds  # still cached
             wait_for(lambda: "QUIT" in [c["cmd"].upper() for c in peer.commands()], 10, "QUIT after the cache time")
+            # The scheduler forgets the quiet destination once its cached connection is gone, and
+            # one after the other, the three messages used one queue file, recycled.
+            wait_for(lambda: metric(d, "postern_queue_destinations") == 0, 10, "destination forgotten")
+            assert metric(d, "postern_spool_free_files") == 1
+            assert d.queued() == [] and len(d.free_files()) == 1
     finally:
         peer.cleanup()
 

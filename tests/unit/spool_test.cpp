@@ -72,6 +72,7 @@ TEST(Spool, CommitAndRecover) {
     // reached the disk (no footer), an update being written, the .env of a retired message.
     std::ofstream(dir + "/active/free-HALF") << "half a message";
     std::ofstream(dir + "/active/TORN.msg") << "Subject: x\r\n\r\nno footer";
+    std::ofstream(dir + "/active/TORN.env") << "{}";
     std::ofstream(dir + "/active/" + ids[0] + ".env.tmp") << "{";
     std::ofstream(dir + "/active/GONE.env") << "{}";
   }
@@ -88,6 +89,7 @@ TEST(Spool, CommitAndRecover) {
   }
   EXPECT_FALSE(fs::exists(dir + "/active/TORN.msg"));
   EXPECT_TRUE(fs::exists(dir + "/corrupt/TORN.msg"));  // never delivered, kept for the admin
+  EXPECT_TRUE(fs::exists(dir + "/corrupt/TORN.env"));
   EXPECT_FALSE(fs::exists(dir + "/active/GONE.env"));
   EXPECT_FALSE(fs::exists(dir + "/active/" + ids[0] + ".env.tmp"));
   EXPECT_EQ(again.pool_size(), 1u);  // free-HALF is reused, not deleted
