@@ -289,16 +289,16 @@ void SmtpClientSession::record(size_t msg, size_t rcpt, Outcome o, const std::st
 
 void SmtpClientSession::start_message() {
   while (cur_ < msgs_.size()) {
-    const ClientMessage& m = msgs_[cur_];
+    ClientMessage& m = msgs_[cur_];
     answered_.assign(m.rcpts.size(), false);
     accepted_.clear();
     std::string why, status;
     if (m.env->smtputf8 && !peer_has("SMTPUTF8")) {
       status = "5.6.7";
       why = "the server does not support SMTPUTF8";
-    } else if (is_8bit_body(*m.env) && !peer_has("8BITMIME")) {
+    } else if (m.env->eight_bit && !peer_has("8BITMIME") && !m.downgraded && !(downgrade_ && downgrade_(m))) {
       status = "5.6.3";
-      why = "8-bit message and the server does not support 8BITMIME (Postern does not convert to 7-bit)";
+      why = "8-bit message, the server does not support 8BITMIME, and it cannot be converted to 7-bit MIME";
     } else if (peer_size_limit_ > 0 && m.size > peer_size_limit_) {
       status = "5.3.4";
       why = "message size " + std::to_string(m.size) + " exceeds the server's limit " + std::to_string(peer_size_limit_);
@@ -311,7 +311,9 @@ void SmtpClientSession::start_message() {
     any_transaction_ = true;
     std::string mail = "MAIL FROM:<" + m.env->mail_from + ">";
     if (peer_has("SIZE")) mail += " SIZE=" + std::to_string(m.size);
-    if (is_8bit_body(*m.env)) mail += " BODY=8BITMIME";
+    // Declared 8BITMIME, or 8-bit content sent without the declaration: say so when the server
+    // can take it. A message that is 7-bit after all (or was converted) goes without BODY=.
+    if (peer_has("8BITMIME") && !m.downgraded && (is_8bit_body(*m.env) || m.env->eight_bit)) mail += " BODY=8BITMIME";
     if (m.env->smtputf8) mail += " SMTPUTF8";
     if (peer_has("DSN")) {
       if (!m.env->ret.empty()) mail += " RET=" + m.env->ret;

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,7 +26,8 @@ struct ClientMessage {
   std::string qid;
   const Envelope* env = nullptr;  // owned by the caller for the session's life
   std::vector<size_t> rcpts;      // indexes into env->rcpts to deliver here
-  uint64_t size = 0;              // bytes of the .msg file
+  uint64_t size = 0;              // bytes of the message (as it will be sent)
+  bool downgraded = false;        // converted to 7-bit MIME for this server (see set_downgrader)
 };
 
 enum class Outcome { kDelivered, kDeferred, kFailed };
@@ -65,6 +67,12 @@ class SmtpClientSession {
   };
 
   SmtpClientSession(Options opt, std::vector<ClientMessage> msgs);
+
+  // For a message with 8-bit content and a server without 8BITMIME: the driver converts it to
+  // 7-bit MIME, sets size to the converted length and downgraded, and streams the converted
+  // bytes as its body; false if it cannot (the recipients then fail with 5.6.3).
+  using Downgrader = std::function<bool(ClientMessage&)>;
+  void set_downgrader(Downgrader d) { downgrade_ = std::move(d); }
 
   void feed(std::string_view bytes);
   std::string take_output();
@@ -123,6 +131,7 @@ class SmtpClientSession {
   void record(size_t msg, size_t rcpt, Outcome o, const std::string& status, const std::string& diag);
 
   Options opt_;
+  Downgrader downgrade_;
   std::vector<ClientMessage> msgs_;
   State state_ = State::kGreeting;
   std::string in_;

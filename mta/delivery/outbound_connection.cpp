@@ -4,6 +4,8 @@
 // handshake is retried once in plaintext on the same address, as other MTAs do.
 #include "mta/delivery/outbound_connection.h"
 
+#include "mta/client/mime_downgrade.h"
+
 #include <fcntl.h>
 #include <openssl/x509v3.h>
 #include <spdlog/spdlog.h>
@@ -154,6 +156,7 @@ void OutboundConnection::on_connected(int status) {
   std::vector<smtp::ClientMessage> msgs;
   for (auto& m : job_.msgs) msgs.push_back({m.qid, m.env.get(), m.rcpts, m.size});
   session_ = std::make_unique<smtp::SmtpClientSession>(o, std::move(msgs));
+  session_->set_downgrader([this](smtp::ClientMessage& m) { return downgrade(m); });
   uv_read_start(reinterpret_cast<uv_stream_t*>(tcp_),
                 [](uv_handle_t* h, size_t, uv_buf_t* b) {
                   auto* self = static_cast<OutboundConnection*>(h->data);
@@ -226,6 +229,36 @@ void OutboundConnection::start_tls() {
   send_raw(std::move(cipher));
 }
 
+// 8-bit content for a server without 8BITMIME: the message converted to 7-bit MIME in memory
+// (RFC 6152 section 3), streamed instead of the queue file.
+bool OutboundConnection::downgrade(smtp::ClientMessage& m) {
+  std::string path;
+  for (auto& jm : job_.msgs)
+    if (jm.qid == m.qid) path = jm.path;
+  std::string original(static_cast<size_t>(m.size), '\0');
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  size_t got = 0;
+  while (fd >= 0 && got < original.size()) {
+    ssize_t n = ::read(fd, original.data() + got, original.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  if (fd >= 0) ::close(fd);
+  std::string converted;
+  if (got != original.size() || !smtp::downgrade_to_7bit(original, converted)) {
+    spdlog::info("queue_id={} relay={} no 8BITMIME and the message {}", m.qid, remote_,
+                 got != original.size() ? "could not be read for conversion" : "cannot be converted to 7-bit MIME");
+    return false;
+  }
+  spdlog::info("queue_id={} relay={} no 8BITMIME: converted to 7-bit MIME size={} converted_size={}", m.qid, remote_,
+               m.size, converted.size());
+  m.size = converted.size();
+  m.downgraded = true;
+  converted_[m.qid] = std::move(converted);
+  return true;
+}
+
 void OutboundConnection::drive() {
   if (!session_ || !tcp_) return;
   std::string out = session_->take_output();
@@ -233,16 +266,24 @@ void OutboundConnection::drive() {
   if (session_->wants_starttls() && !tls_) start_tls();
   if (session_->wants_body() && !body_active_) {
     const auto& m = session_->current();
-    std::string path;
-    for (auto& jm : job_.msgs)
-      if (jm.qid == m.qid) {
-        path = jm.path;
-        body_left_ = jm.size;  // the queue file's first `size` bytes; its envelope follows
+    auto conv = converted_.find(m.qid);
+    if (m.downgraded && conv != converted_.end()) {  // the 7-bit MIME version, from memory
+      body_mem_ = std::move(conv->second);
+      converted_.erase(conv);
+      body_mem_pos_ = 0;
+      body_left_ = body_mem_.size();
+    } else {
+      std::string path;
+      for (auto& jm : job_.msgs)
+        if (jm.qid == m.qid) {
+          path = jm.path;
+          body_left_ = jm.size;  // the queue file's first `size` bytes; its envelope follows
+        }
+      body_fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (body_fd_ < 0) {
+        session_->connection_lost("cannot read queue file " + path + ": " + std::strerror(errno));
+        return drive();
       }
-    body_fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (body_fd_ < 0) {
-      session_->connection_lost("cannot read queue file " + path + ": " + std::strerror(errno));
-      return drive();
     }
     stuffer_ = smtp::DotStuffer();
     body_active_ = true;
@@ -261,7 +302,15 @@ void OutboundConnection::stream_body() {
       body_active_ = false;
       return drive();
     }
-    ssize_t n = body_left_ == 0 ? 0 : ::read(body_fd_, buf, static_cast<size_t>(std::min<uint64_t>(sizeof buf, body_left_)));
+    size_t want = static_cast<size_t>(std::min<uint64_t>(sizeof buf, body_left_));
+    ssize_t n = 0;
+    if (want > 0 && body_fd_ >= 0) {
+      n = ::read(body_fd_, buf, want);
+    } else if (want > 0) {
+      std::memcpy(buf, body_mem_.data() + body_mem_pos_, want);
+      body_mem_pos_ += want;
+      n = static_cast<ssize_t>(want);
+    }
     if (n < 0 || (n == 0 && body_left_ > 0)) {
       if (n < 0 && errno == EINTR) continue;
       body_active_ = false;
@@ -274,8 +323,10 @@ void OutboundConnection::stream_body() {
       std::string tail;
       if (!session_->use_bdat()) stuffer_.finish(tail);
       if (!tail.empty()) send(tail);
-      ::close(body_fd_);
+      if (body_fd_ >= 0) ::close(body_fd_);
       body_fd_ = -1;
+      body_mem_.clear();
+      body_mem_.shrink_to_fit();
       body_active_ = false;
       session_->body_sent();
       return drive();
@@ -370,6 +421,7 @@ void OutboundConnection::take_job(DeliveryJob job, Done done) {
   done_ = std::move(done);
   has_job_ = true;
   results_.clear();
+  converted_.clear();
   std::vector<smtp::ClientMessage> msgs;
   for (auto& m : job_.msgs) msgs.push_back({m.qid, m.env.get(), m.rcpts, m.size});
   arm_timer(cfg_->outbound.command_timeout);

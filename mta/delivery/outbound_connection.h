@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 
 #include "mta/delivery/delivery_job.h"
@@ -43,6 +44,7 @@ class OutboundConnection {
   void on_connected(int status);
   void on_bytes(const char* data, size_t n);
   void drive();
+  bool downgrade(smtp::ClientMessage& m);
   void send(std::string_view data);
   void send_raw(std::string data);
   void start_tls();
@@ -77,7 +79,10 @@ class OutboundConnection {
   std::unique_ptr<tls::TlsEngine> tls_;
   std::vector<smtp::RcptResult> results_;
   // Body streaming.
-  int body_fd_ = -1;
+  int body_fd_ = -1;               // the queue file, or
+  std::string body_mem_;           // the message converted to 7-bit MIME
+  size_t body_mem_pos_ = 0;
+  std::map<std::string, std::string> converted_;  // qid -> 7-bit MIME version (this job)
   uint64_t body_left_ = 0;
   bool body_active_ = false;
   smtp::DotStuffer stuffer_;

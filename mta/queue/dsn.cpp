@@ -1,5 +1,6 @@
 #include "mta/queue/dsn.h"
 
+#include <algorithm>
 #include <cctype>
 #include <ctime>
 
@@ -97,7 +98,7 @@ Dsn make_dsn(DsnKind kind, const Envelope& orig, const std::vector<size_t>& rcpt
   bool headers_only = delayed || orig.ret == "HDRS";
   m += "\r\n--" + boundary + "\r\nContent-Type: " +
        std::string(headers_only ? "text/rfc822-headers" : "message/rfc822") + "\r\n";
-  if (orig.body == BodyType::k8BitMime || orig.smtputf8) m += "Content-Transfer-Encoding: 8bit\r\n";
+  if (orig.body == BodyType::k8BitMime || orig.smtputf8 || orig.eight_bit) m += "Content-Transfer-Encoding: 8bit\r\n";
   m += "\r\n";
   if (headers_only) {
     auto end = original.find("\r\n\r\n");
@@ -107,6 +108,8 @@ Dsn make_dsn(DsnKind kind, const Envelope& orig, const std::vector<size_t>& rcpt
   }
   if (m.size() < 2 || m.compare(m.size() - 2, 2, "\r\n") != 0) m += "\r\n";
   m += "\r\n--" + boundary + "--\r\n";
+  d.env.eight_bit = std::any_of(m.begin(), m.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+  if (d.env.eight_bit) d.env.body = BodyType::k8BitMime;
   return d;
 }
 

@@ -547,6 +547,7 @@ std::string envelope_to_json(const Envelope& env) {
   j["tls"] = env.tls;
   j["received_at"] = env.received_at;
   j["message_size"] = env.message_size;
+  j["eight_bit"] = env.eight_bit;
   auto& rs = j["rcpts"] = nlohmann::json::array();
   for (auto& r : env.rcpts)
     rs.push_back({{"addr", r.address}, {"notify", r.notify}, {"orcpt", r.orcpt},
@@ -577,6 +578,7 @@ bool envelope_from_json(const std::string& text, Envelope& env) {
     env.tls = j.value("tls", std::string());
     env.received_at = j.value("received_at", int64_t{0});
     env.message_size = j.value("message_size", uint64_t{0});
+    env.eight_bit = j.value("eight_bit", env.body == BodyType::k8BitMime);
     env.rcpts.clear();
     for (auto& r : j.at("rcpts")) {
       Recipient rc;

@@ -41,6 +41,9 @@ struct Envelope {
   std::string tls;  // "TLSv1.3 TLS_AES_256_GCM_SHA384" or ""
   int64_t received_at = 0;  // unix seconds
   uint64_t message_size = 0;  // bytes stored, Received: header included
+  // The content holds bytes >= 0x80, whatever BODY= said (many clients declare 8BITMIME for
+  // ASCII, a few send 8-bit without it): decides BODY=8BITMIME and 7-bit conversion outbound.
+  bool eight_bit = false;
   // Queue state.
   uint32_t attempts = 0;
   int64_t next_attempt = 0;  // unix seconds; 0 = now

@@ -88,6 +88,15 @@ def test_bdat_chunks():
         msg = d.message(qid)
         assert msg.endswith(part1 + part2), msg
         assert d.envelope(qid)["body"] == "8BITMIME"
+        assert d.envelope(qid)["eight_bit"] is True  # the content itself, seen across the chunks
+        # Declared 8BITMIME, ASCII content: eight_bit says what the bytes are.
+        assert c.cmd("MAIL FROM:<a@remote.example> BODY=8BITMIME")[0] == 250
+        assert c.cmd("RCPT TO:<x@example.test>")[0] == 250
+        c.send(b"BDAT 17 LAST\r\nSubject: a\r\n\r\nb\r\n")
+        code, text = c.reply()
+        assert code == 250, text
+        env = d.envelope(QID.search(text).group(1))
+        assert env["body"] == "8BITMIME" and env["eight_bit"] is False
 
 
 def test_size_refusal():

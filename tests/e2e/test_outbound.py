@@ -298,3 +298,40 @@ def test_delay_warning_is_sent_once_for_recipients_still_pending():
             assert [r["state"] for r in d.envelope(qid)["rcpts"]] == [0, 0, 1]
     finally:
         peer.cleanup()
+
+
+def test_eight_bit_message_is_converted_for_a_server_without_8bitmime():
+    peer = Peer(tls=False, flags=["--no-8bitmime"])
+    try:
+        with running(relay_conf(peer)) as d:
+            c = Smtp(d.port)
+            c.cmd("EHLO a")
+            assert c.cmd("MAIL FROM:<sender@example.test> BODY=8BITMIME")[0] == 250
+            assert c.cmd("RCPT TO:<alice@example.test>")[0] == 250
+            c.cmd("DATA")
+            c.send("Subject: accents\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                   "Content-Transfer-Encoding: 8bit\r\n\r\ncaf\u00e9 = cr\u00e8me\r\n.\r\n")
+            code, text = c.reply()
+            assert code == 250, text
+            qid = QID.search(text).group(1)
+            # And one declared 8BITMIME that is plain ASCII: sent as it is, no conversion.
+            assert c.cmd("MAIL FROM:<sender@example.test> BODY=8BITMIME")[0] == 250
+            assert c.cmd("RCPT TO:<bob@example.test>")[0] == 250
+            c.cmd("DATA")
+            c.send("Subject: ascii\r\n\r\nplain\r\n.\r\n")
+            assert c.reply()[0] == 250
+            c.cmd("QUIT")
+            wait_for(lambda: len(peer.messages()) == 2, 20, "both deliveries")
+            by_subject = {b"accents" if b"accents" in m["body"] else b"ascii": m for m in peer.messages()}
+            m = by_subject[b"accents"]
+            assert "BODY=" not in m["mail_from"], m["mail_from"]
+            body = m["body"]
+            assert all(b < 0x80 for b in body), body
+            assert b"Content-Transfer-Encoding: quoted-printable\r\n" in body
+            assert b"Content-Transfer-Encoding: 8bit" not in body
+            assert body.endswith(b"\r\n\r\ncaf=C3=A9 =3D cr=C3=A8me\r\n"), body
+            assert by_subject[b"ascii"]["body"].endswith(b"Subject: ascii\r\n\r\nplain\r\n")
+            d.wait_log("queue_id=%s relay=127.0.0.1[127.0.0.1:%d] no 8BITMIME: converted to 7-bit MIME" % (qid, peer.port))
+            wait_for(lambda: d.queued() == [], 10, "queue empty")
+    finally:
+        peer.cleanup()

@@ -169,6 +169,58 @@ TEST(SmtpClient, Smtputf8NeedsServerSupport) {
   EXPECT_EQ(res[0].status, "5.6.7");
 }
 
+namespace {
+Envelope eight_bit_env(bool declared, bool content) {
+  Envelope e = make_env({"a@example.test"});
+  e.body = declared ? BodyType::k8BitMime : BodyType::k7Bit;
+  e.eight_bit = content;
+  return e;
+}
+const char* kEhloNo8bit = "250-peer\r\n250-PIPELINING\r\n250 SIZE 1000\r\n";
+}  // namespace
+
+TEST(SmtpClient, EightBitToA7BitServerIsConverted) {
+  Client c(eight_bit_env(true, true), TlsLevel::kNone);
+  int calls = 0;
+  c.s->set_downgrader([&](ClientMessage& m) {
+    ++calls;
+    m.size = 130;  // quoted-printable is longer
+    m.downgraded = true;
+    return true;
+  });
+  c.say("220 peer\r\n");
+  EXPECT_EQ(c.say(kEhloNo8bit), "MAIL FROM:<sender@example.org> SIZE=130\r\nRCPT TO:<a@example.test>\r\n");
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(c.say("250 ok\r\n250 ok\r\n"), "DATA\r\n");
+  c.say("354 go\r\n");
+  EXPECT_TRUE(c.s->wants_body());
+  EXPECT_TRUE(c.s->current().downgraded);
+}
+
+TEST(SmtpClient, EightBitThatCannotBeConvertedBounces) {
+  Client c(eight_bit_env(false, true), TlsLevel::kNone);
+  c.s->set_downgrader([](ClientMessage&) { return false; });
+  c.say("220 peer\r\n");
+  EXPECT_EQ(c.say(kEhloNo8bit), "QUIT\r\n");
+  auto res = c.s->take_results();
+  ASSERT_EQ(res.size(), 1u);
+  EXPECT_EQ(res[0].outcome, Outcome::kFailed);
+  EXPECT_EQ(res[0].status, "5.6.3");
+}
+
+TEST(SmtpClient, DeclaredEightBitThatIsAsciiNeedsNoConversion) {
+  Client c(eight_bit_env(true, false), TlsLevel::kNone);
+  c.s->set_downgrader([](ClientMessage&) -> bool { ADD_FAILURE() << "no conversion needed"; return false; });
+  c.say("220 peer\r\n");
+  EXPECT_EQ(c.say(kEhloNo8bit), "MAIL FROM:<sender@example.org> SIZE=100\r\nRCPT TO:<a@example.test>\r\n");
+}
+
+TEST(SmtpClient, UndeclaredEightBitIsDeclaredToAServerThatTakesIt) {
+  Client c(eight_bit_env(false, true), TlsLevel::kNone);
+  c.say("220 peer\r\n");
+  EXPECT_TRUE(c.say(kEhloFull).starts_with("MAIL FROM:<sender@example.org> SIZE=100 BODY=8BITMIME\r\n"));
+}
+
 TEST(DotStuffer, StuffsLeadingDots) {
   DotStuffer d;
   std::string out;

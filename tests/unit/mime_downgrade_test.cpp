@@ -1,0 +1,98 @@
+#include <gtest/gtest.h>
+
+#include "mta/client/mime_downgrade.h"
+
+using namespace postern::smtp;
+
+namespace {
+std::string down(const std::string& in) {
+  std::string out;
+  EXPECT_TRUE(downgrade_to_7bit(in, out)) << in;
+  EXPECT_FALSE(has_8bit(out)) << out;
+  return out;
+}
+}  // namespace
+
+TEST(QuotedPrintable, EncodesWhatMustBeEncoded) {
+  EXPECT_EQ(quoted_printable("caf\xc3\xa9 = ok\r\n"), "caf=C3=A9 =3D ok\r\n");
+  EXPECT_EQ(quoted_printable("trailing space \r\ntab\t\r\n"), "trailing space=20\r\ntab=09\r\n");
+  EXPECT_EQ(quoted_printable("From here\r\n.dot\r\n"), "=46rom here\r\n.dot\r\n");
+  EXPECT_EQ(quoted_printable("bare\rCR\nLF\r\n"), "bare=0DCR=0ALF\r\n");
+  EXPECT_EQ(quoted_printable("end "), "end=20");
+}
+
+TEST(QuotedPrintable, SoftBreaksKeepLinesShort) {
+  std::string long_line(200, 'a');
+  long_line += "\xc3\xa9\r\n";
+  std::string qp = quoted_printable(long_line);
+  size_t start = 0;
+  std::string joined;
+  while (start < qp.size()) {
+    size_t end = qp.find("\r\n", start);
+    std::string line = qp.substr(start, end - start);
+    EXPECT_LE(line.size(), 76u) << line;
+    if (!line.empty() && line.back() == '=') line.pop_back();
+    joined += line;
+    start = end + 2;
+  }
+  EXPECT_EQ(joined, std::string(200, 'a') + "=C3=A9");
+}
+
+TEST(MimeDowngrade, SevenBitMessagesAreUntouched) {
+  std::string m = "Received: x\r\nSubject: s\r\n\r\nplain\r\n";
+  EXPECT_EQ(down(m), m);
+}
+
+TEST(MimeDowngrade, NonMimeMessageBecomesQuotedPrintableText) {
+  std::string out = down("Received: by mx\r\nSubject: s\r\n\r\ncaf\xc3\xa9\r\n");
+  EXPECT_EQ(out,
+            "Received: by mx\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=unknown-8bit\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+            "\r\ncaf=C3=A9\r\n");
+}
+
+TEST(MimeDowngrade, EightBitLeafKeepsItsContentTypeAndGetsNewEncoding) {
+  std::string out = down(
+      "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+      "Content-Transfer-Encoding: 8bit\r\nX-After: kept\r\n\r\nna\xc3\xafve\r\n");
+  EXPECT_EQ(out,
+            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\nX-After: kept\r\n\r\nna=C3=AFve\r\n");
+}
+
+TEST(MimeDowngrade, MultipartConvertsOnlyEightBitParts) {
+  std::string in =
+      "MIME-Version: 1.0\r\nContent-Type: multipart/mixed;\r\n boundary=\"b1\"\r\n\r\n"
+      "preamble\r\n"
+      "--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\xc3\xa9t\xc3\xa9\r\n"
+      "--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\r\n"
+      "--b1\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner \xc3\xa9\r\n"
+      "--b1--\r\nepilogue\r\n";
+  std::string out = down(in);
+  EXPECT_NE(out.find("Content-Type: multipart/mixed;\r\n boundary=\"b1\"\r\nContent-Transfer-Encoding: 7bit\r\n"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable"
+                     "\r\n\r\n=C3=A9t=C3=A9\r\n--b1\r\n"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--b1\r\n"), std::string::npos) << out;
+  // The embedded message is converted too (its body gets quoted-printable).
+  EXPECT_NE(out.find("Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 7bit\r\n\r\nSubject: inner\r\n"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("inner =C3=A9\r\n--b1--\r\nepilogue\r\n"), std::string::npos) << out;
+  EXPECT_TRUE(out.starts_with("MIME-Version: 1.0\r\n")) << out;
+  EXPECT_NE(out.find("\r\n\r\npreamble\r\n--b1\r\n"), std::string::npos) << out;
+}
+
+TEST(MimeDowngrade, WhatCannotBeConvertedIsRefused) {
+  std::string out;
+  EXPECT_FALSE(downgrade_to_7bit("Subject: caf\xc3\xa9\r\n\r\nbody \xc3\xa9\r\n", out));  // 8-bit header
+  EXPECT_FALSE(downgrade_to_7bit(
+      "MIME-Version: 1.0\r\nContent-Transfer-Encoding: base64\r\n\r\n\xff\xfe\r\n", out));  // 8-bit in base64
+  std::string deep;
+  for (int i = 0; i < 40; ++i) deep += "Content-Type: message/rfc822\r\n\r\n";
+  deep += "\r\n\xc3\xa9\r\n";
+  EXPECT_FALSE(downgrade_to_7bit("MIME-Version: 1.0\r\n" + deep, out));
+}
