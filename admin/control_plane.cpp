@@ -90,6 +90,7 @@ void ControlPlane::start() {
   state_dir_ = cfg->state_dir;
   node_ = cfg->node_name;
   read_cache();
+  load_buffered();
   std::string conninfo = cfg->database_url;
   if (conninfo.empty()) {
     embedded_ = std::make_unique<EmbeddedPostgres>(loop_, cfg->state_dir);
@@ -132,24 +133,64 @@ void ControlPlane::raise(const std::string& code, const std::string& severity, c
   json e{{"node", node_}, {"code", code}, {"severity", severity}, {"text", text}, {"queue_id", queue_id},
          {"alert", alert}, {"at", static_cast<int64_t>(std::time(nullptr))}};
   if (!database_up()) {
-    if (buffered_.size() >= 1000) buffered_.pop_front();
+    if (buffered_.size() >= kMaxBuffered) buffered_.pop_front();
     buffered_.push_back(e.dump());
+    save_buffered();
     return;
   }
   insert_event(e.dump());
 }
 
-void ControlPlane::insert_event(const std::string& ej) {
+// Events waiting for the database survive a restart: state_dir/cache/events.pending, one JSON
+// document per line, rewritten whenever the waiting list changes (rare: only while the
+// database is down).
+std::string ControlPlane::buffered_path() const { return state_dir_ + "/cache/events.pending"; }
+
+void ControlPlane::save_buffered() {
+  if (replaying_ > 0) return;  // the file still holds what is being replayed; saved once all answer
+  std::error_code ec;
+  if (buffered_.empty()) {
+    fs::remove(buffered_path(), ec);
+    return;
+  }
+  fs::create_directories(state_dir_ + "/cache", ec);
+  std::string tmp = buffered_path() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    for (auto& e : buffered_) out << e << "\n";
+    if (!out) {
+      spdlog::warn("control plane: cannot save the events waiting for the database in {}", tmp);
+      return;
+    }
+  }
+  fs::rename(tmp, buffered_path(), ec);
+}
+
+void ControlPlane::load_buffered() {
+  std::ifstream in(buffered_path());
+  std::string line;
+  size_t n = 0;
+  while (std::getline(in, line)) {
+    auto j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("code")) continue;  // a torn last line
+    if (buffered_.size() >= kMaxBuffered) buffered_.pop_front();
+    buffered_.push_back(line);
+    ++n;
+  }
+  if (n) spdlog::info("control plane: {} events from before the restart wait for the database", n);
+}
+
+void ControlPlane::insert_event(const std::string& ej, bool replay) {
   db_->query(
       "WITH e AS (INSERT INTO events (at, node, code, severity, text, queue_id, alert) "
       "SELECT to_timestamp((j->>'at')::bigint), j->>'node', j->>'code', j->>'severity', j->>'text', "
       "NULLIF(j->>'queue_id', ''), (j->>'alert')::boolean FROM (SELECT $1::jsonb AS j) s RETURNING id, code) "
       "SELECT pg_notify('postern', json_build_object('node', $2::text, 'kind', 'event', 'id', e.id, "
       "'code', e.code)::text) FROM e",
-      {ej, node_}, [this, ej](PgResult r) {
-        if (!r.ok) {  // keep it for when the database is back
-          if (buffered_.size() < 1000) buffered_.push_back(ej);
-        }
+      {ej, node_}, [this, ej, replay](PgResult r) {
+        if (replay) --replaying_;
+        if (!r.ok && buffered_.size() < kMaxBuffered) buffered_.push_back(ej);  // for when the database is back
+        if (!r.ok || replay) save_buffered();
       });
 }
 
@@ -169,7 +210,11 @@ void ControlPlane::resolve_alert(const std::string& code) {
 void ControlPlane::flush_buffered_events() {
   std::deque<std::string> b;
   b.swap(buffered_);
-  for (auto& e : b) insert_event(e);
+  // The file keeps them until every insert has answered; one that fails comes back to buffered_.
+  for (auto& e : b) {
+    ++replaying_;
+    insert_event(e, true);
+  }
 }
 
 void ControlPlane::on_db_state(bool up) {

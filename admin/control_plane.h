@@ -59,7 +59,11 @@ class ControlPlane {
   void write_cache(const ControlState& s);
   void read_cache();
   void flush_buffered_events();
-  void insert_event(const std::string& json);
+  void save_buffered();
+  void load_buffered();
+  std::string buffered_path() const;
+  static constexpr size_t kMaxBuffered = 1000;
+  void insert_event(const std::string& json, bool replay = false);
   std::string metrics() const;
 
   uv_loop_t* loop_;
@@ -74,6 +78,7 @@ class ControlPlane {
   std::unique_ptr<AdminServer> api_;
   Snapshot<ControlState> state_;
   std::deque<std::string> buffered_;  // events (JSON) waiting for the database
+  size_t replaying_ = 0;              // buffered events sent to the database, not yet answered
   uint64_t events_raised_ = 0;
   bool outage_open_ = false;  // DATABASE_UNAVAILABLE raised and not yet followed by AVAILABLE
 };

@@ -1,6 +1,7 @@
 """End-to-end tests of the control plane: real PostgreSQL (private and external), the admin
 HTTPS API, posternctl, events, /metrics and two nodes on one database."""
 import os
+import signal
 import re
 import socket
 import ssl
@@ -123,8 +124,13 @@ def test_database_down_mail_flows_and_api_says_503():
             for i in range(3):
                 assert send_message(d.port, body="Subject: db down %d\r\n\r\nx\r\n" % i)[0] == 250
             wait_for(lambda: len(peer.messages()) == 4, 15, "delivery with the database down")
+            # Events raised meanwhile wait for the database, and survive a restart.
+            os.kill(d.proc.pid, signal.SIGHUP)
+            d.wait_log("event code=RELOAD_APPLIED severity=info reload requested by SIGHUP")
             # A restart while the database is down: posternd starts on its cached state.
             assert d.stop() == 0
+            with open(os.path.join(d.dir, "cache", "events.pending")) as f:
+                assert "RELOAD_APPLIED" in f.read()
             d.start()
             assert d.api("GET", "/api/v1/health")[1]["state_source"] == "cache"
             assert send_message(d.port, body="Subject: started without db\r\n\r\nx\r\n")[0] == 250
@@ -135,8 +141,13 @@ def test_database_down_mail_flows_and_api_says_503():
             wait_db(d, 20)
             def seen():
                 status, ev = d.api("GET", "/api/v1/events")
-                return status == 200 and {"DATABASE_UNAVAILABLE", "DATABASE_AVAILABLE"} <= {e["code"] for e in ev}
-            wait_for(seen, 10, "the outage recorded once the database is back")
+                return status == 200 and {"DATABASE_UNAVAILABLE", "DATABASE_AVAILABLE", "RELOAD_APPLIED"} <= \
+                    {e["code"] for e in ev}
+            wait_for(seen, 10, "the outage (and what happened during it) recorded once the database is back")
+            status, ev = d.api("GET", "/api/v1/events")
+            assert len([e for e in ev if e["code"] == "DATABASE_UNAVAILABLE"]) == 2  # one per run
+            wait_for(lambda: not os.path.exists(os.path.join(d.dir, "cache", "events.pending")), 10,
+                     "the pending-events file gone once they are stored")
             status, alerts = d.api("GET", "/api/v1/alerts")
             assert status == 200 and not [a for a in alerts if a["code"] == "DATABASE_UNAVAILABLE"]
             d.wait_log("database: connected")
