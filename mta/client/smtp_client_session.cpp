@@ -222,6 +222,10 @@ void SmtpClientSession::on_reply(const Reply& r) {
         if (!peer_has("PIPELINING") && mail_ok_) send(rcpt_line(m, m.rcpts[rcpt_pos_++]));
         return;
       }
+      if (data_pipelined_) {  // its reply is next: 354 (send the body, or "." if none was accepted) or not
+        no_rcpt_data_ = accepted_.empty();
+        return set_state(State::kData);
+      }
       if (accepted_.empty()) return finish_message();
       if (bdat_) {
         send("BDAT " + std::to_string(m.size) + " LAST");
@@ -232,6 +236,11 @@ void SmtpClientSession::on_reply(const Reply& r) {
       return set_state(State::kData);
     }
     case State::kData:
+      if (r.code == 354 && data_pipelined_ && no_rcpt_data_) {
+        // Every RCPT was refused and the server still said 354: end an empty message.
+        send(".");
+        return set_state(State::kFinal);
+      }
       if (r.code == 354) {
         body_sending_ = false;
         return set_state(State::kBody);
@@ -322,9 +331,15 @@ void SmtpClientSession::start_message() {
     send(mail);
     pending_replies_ = m.rcpts.size() + 1;
     rcpt_pos_ = 0;
+    data_pipelined_ = false;
     if (peer_has("PIPELINING")) {
       for (size_t idx : m.rcpts) send(rcpt_line(m, idx));
       rcpt_pos_ = m.rcpts.size();
+      // RFC 2920: DATA may close the group, saving a round trip; BDAT waits for the RCPT replies.
+      if (!bdat_) {
+        send("DATA");
+        data_pipelined_ = true;
+      }
     }
     return set_state(State::kMail);
   }

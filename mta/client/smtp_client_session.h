@@ -149,6 +149,8 @@ class SmtpClientSession {
   size_t pending_replies_ = 0;
   size_t rcpt_pos_ = 0;               // next RCPT to send (no pipelining)
   bool mail_ok_ = false;
+  bool data_pipelined_ = false;       // DATA went with MAIL and RCPT (PIPELINING, no CHUNKING)
+  bool no_rcpt_data_ = false;         // ... and no RCPT was accepted
   Reply mail_reply_;
   std::vector<size_t> accepted_;      // rcpt positions accepted by RCPT
   std::vector<bool> answered_;        // per rcpt position: has a final result

@@ -335,3 +335,34 @@ def test_eight_bit_message_is_converted_for_a_server_without_8bitmime():
             wait_for(lambda: d.queued() == [], 10, "queue empty")
     finally:
         peer.cleanup()
+
+
+def test_pipelined_data_without_chunking():
+    # PIPELINING without CHUNKING: DATA goes in the group with MAIL and RCPT; a refused RCPT
+    # still lets the others through, and when every RCPT is refused no body is sent.
+    peer = Peer(tls=False, flags=["--no-chunking"],
+                control={"rules": [{"at": "RCPT", "match": "bob@", "reply": "550 5.1.1 no such user"}]})
+    try:
+        with running(relay_conf(peer)) as d:
+            c = Smtp(d.port)
+            c.cmd("EHLO a")
+            assert c.cmd("MAIL FROM:<>")[0] == 250
+            for r in ("alice", "bob"):
+                assert c.cmd("RCPT TO:<%s@example.test>" % r)[0] == 250
+            c.cmd("DATA")
+            c.send("Subject: two\r\n\r\n..dot\r\n.\r\n")  # dot-stuffed: the line is ".dot"
+            assert c.reply()[0] == 250
+            assert c.cmd("MAIL FROM:<>")[0] == 250
+            assert c.cmd("RCPT TO:<bob@example.test>")[0] == 250
+            c.cmd("DATA")
+            c.send("Subject: only bob\r\n\r\nx\r\n.\r\n")
+            assert c.reply()[0] == 250
+            c.cmd("QUIT")
+            wait_for(lambda: d.queued() == [], 15, "both messages done")
+            msgs = peer.messages()
+            assert len(msgs) == 1 and msgs[0]["rcpts"] == ["TO:<alice@example.test>"], msgs
+            assert msgs[0]["body"].endswith(b"Subject: two\r\n\r\n.dot\r\n"), msgs[0]["body"]
+            cmds = [x["cmd"].split(" ")[0].upper() for x in peer.commands()]
+            assert "BDAT" not in cmds and cmds.count("DATA") == 2, cmds
+    finally:
+        peer.cleanup()

@@ -189,10 +189,9 @@ TEST(SmtpClient, EightBitToA7BitServerIsConverted) {
     return true;
   });
   c.say("220 peer\r\n");
-  EXPECT_EQ(c.say(kEhloNo8bit), "MAIL FROM:<sender@example.org> SIZE=130\r\nRCPT TO:<a@example.test>\r\n");
+  EXPECT_EQ(c.say(kEhloNo8bit), "MAIL FROM:<sender@example.org> SIZE=130\r\nRCPT TO:<a@example.test>\r\nDATA\r\n");
   EXPECT_EQ(calls, 1);
-  EXPECT_EQ(c.say("250 ok\r\n250 ok\r\n"), "DATA\r\n");
-  c.say("354 go\r\n");
+  EXPECT_EQ(c.say("250 ok\r\n250 ok\r\n354 go\r\n"), "");
   EXPECT_TRUE(c.s->wants_body());
   EXPECT_TRUE(c.s->current().downgraded);
 }
@@ -212,7 +211,46 @@ TEST(SmtpClient, DeclaredEightBitThatIsAsciiNeedsNoConversion) {
   Client c(eight_bit_env(true, false), TlsLevel::kNone);
   c.s->set_downgrader([](ClientMessage&) -> bool { ADD_FAILURE() << "no conversion needed"; return false; });
   c.say("220 peer\r\n");
-  EXPECT_EQ(c.say(kEhloNo8bit), "MAIL FROM:<sender@example.org> SIZE=100\r\nRCPT TO:<a@example.test>\r\n");
+  EXPECT_EQ(c.say(kEhloNo8bit), "MAIL FROM:<sender@example.org> SIZE=100\r\nRCPT TO:<a@example.test>\r\nDATA\r\n");
+}
+
+TEST(SmtpClient, DataClosesThePipelinedGroup) {
+  Client c(make_env({"a@example.test", "b@example.test"}), TlsLevel::kNone);
+  c.say("220 peer\r\n");
+  EXPECT_EQ(c.say("250-peer\r\n250 PIPELINING\r\n"),
+            "MAIL FROM:<sender@example.org>\r\nRCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n");
+  EXPECT_EQ(c.say("250 ok\r\n550 5.1.1 no\r\n250 ok\r\n354 go\r\n"), "");
+  EXPECT_TRUE(c.s->wants_body());
+  c.s->body_started();
+  c.s->body_sent();
+  EXPECT_EQ(c.say("250 2.0.0 queued\r\n"), "QUIT\r\n");
+  auto res = c.s->take_results();
+  ASSERT_EQ(res.size(), 2u);
+  EXPECT_EQ(res[0].outcome, Outcome::kFailed);  // b, at RCPT
+  EXPECT_EQ(res[1].outcome, Outcome::kDelivered);
+}
+
+TEST(SmtpClient, PipelinedDataWithNoRecipientSendsNoBody) {
+  // The usual answer: 554 to DATA. The session resets and moves on.
+  Client c(make_env({"a@example.test"}), TlsLevel::kNone);
+  c.say("220 peer\r\n");
+  c.say("250-peer\r\n250 PIPELINING\r\n");
+  EXPECT_EQ(c.say("250 ok\r\n450 4.2.1 busy\r\n554 5.5.1 no valid recipients\r\n"), "RSET\r\n");
+  EXPECT_FALSE(c.s->wants_body());
+  auto res = c.s->take_results();
+  ASSERT_EQ(res.size(), 1u);
+  EXPECT_EQ(res[0].outcome, Outcome::kDeferred);
+  EXPECT_EQ(res[0].status, "4.2.1");
+  // A server that says 354 anyway gets an empty message, never the body.
+  Client d(make_env({"a@example.test"}), TlsLevel::kNone);
+  d.say("220 peer\r\n");
+  d.say("250-peer\r\n250 PIPELINING\r\n");
+  EXPECT_EQ(d.say("250 ok\r\n550 5.1.1 no\r\n354 go\r\n"), ".\r\n");
+  EXPECT_FALSE(d.s->wants_body());
+  EXPECT_EQ(d.say("250 ok\r\n"), "QUIT\r\n");
+  res = d.s->take_results();
+  ASSERT_EQ(res.size(), 1u);
+  EXPECT_EQ(res[0].outcome, Outcome::kFailed);
 }
 
 TEST(SmtpClient, UndeclaredEightBitIsDeclaredToAServerThatTakesIt) {
