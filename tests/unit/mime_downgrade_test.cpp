@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "mta/client/mime_downgrade.h"
 
 using namespace postern::smtp;
@@ -95,4 +97,72 @@ TEST(MimeDowngrade, WhatCannotBeConvertedIsRefused) {
   for (int i = 0; i < 40; ++i) deep += "Content-Type: message/rfc822\r\n\r\n";
   deep += "\r\n\xc3\xa9\r\n";
   EXPECT_FALSE(downgrade_to_7bit("MIME-Version: 1.0\r\n" + deep, out));
+}
+
+namespace {
+// RFC 2045 decoding, for checking the encoder.
+std::string qp_decode(const std::string& in) {
+  std::string out;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '=' && i + 2 < in.size() && in[i + 1] == '\r' && in[i + 2] == '\n') {
+      i += 2;  // soft line break
+    } else if (in[i] == '=' && i + 2 < in.size()) {
+      out.push_back(static_cast<char>(std::stoi(in.substr(i + 1, 2), nullptr, 16)));
+      i += 2;
+    } else {
+      out.push_back(in[i]);
+    }
+  }
+  return out;
+}
+}  // namespace
+
+TEST(QuotedPrintable, RandomBodiesRoundTrip) {
+  std::mt19937 rng(20261122);
+  const char pieces[] = {'a', ' ', '\t', '=', '.', 'F', '\r', '\n', '\x80', '\xff', '\xc3', '\xa9', 'z'};
+  for (int n = 0; n < 2000; ++n) {
+    std::string body;
+    size_t len = rng() % 300;
+    for (size_t i = 0; i < len; ++i) {
+      if (rng() % 12 == 0) {
+        body += "\r\n";
+      } else {
+        body.push_back(pieces[rng() % sizeof pieces]);
+      }
+    }
+    std::string qp = quoted_printable(body);
+    ASSERT_FALSE(has_8bit(qp));
+    for (size_t start = 0; start < qp.size();) {  // every line at most 76, no bare CR or LF
+      size_t end = qp.find("\r\n", start);
+      if (end == std::string::npos) end = qp.size();
+      ASSERT_LE(end - start, 76u);
+      ASSERT_EQ(qp.substr(start, end - start).find_first_of("\r\n"), std::string::npos);
+      if (end > start) {
+        ASSERT_NE(qp[end - 1], ' ') << "trailing space";
+      }
+      start = end + 2;
+    }
+    ASSERT_EQ(qp_decode(qp), body) << n;
+  }
+}
+
+TEST(MimeDowngrade, RandomStructuresNeverCrashAndStay7BitWhenAccepted) {
+  std::mt19937 rng(7);
+  const std::vector<std::string> parts = {
+      "Content-Type: text/plain; charset=utf-8\r\n", "Content-Transfer-Encoding: 8bit\r\n",
+      "Content-Transfer-Encoding: base64\r\n", "Content-Type: multipart/mixed; boundary=zz\r\n",
+      "Content-Type: message/rfc822\r\n", "MIME-Version: 1.0\r\n", "\r\n", "--zz\r\n", "--zz--\r\n",
+      "caf\xc3\xa9\r\n", "plain line\r\n", "\xff", "=", " \r\n", "X-H: v\r\n\tfolded\r\n"};
+  for (int n = 0; n < 3000; ++n) {
+    std::string msg = "Received: by mx\r\n";
+    size_t k = 1 + rng() % 25;
+    for (size_t i = 0; i < k; ++i) msg += parts[rng() % parts.size()];
+    std::string out;
+    if (downgrade_to_7bit(msg, out)) {
+      ASSERT_FALSE(has_8bit(out)) << msg;
+      std::string again;
+      ASSERT_TRUE(downgrade_to_7bit(out, again));
+      ASSERT_EQ(again, out);  // 7-bit input passes unchanged
+    }
+  }
 }
