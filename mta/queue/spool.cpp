@@ -417,7 +417,7 @@ void Spool::run_changes() {
 }
 
 // Envelope rewrites (write .env.tmp, flush, rename over .env) and retirements (the .msg back to
-// the free pool, then its .env), one directory fsync for all of them.
+// the free pool, then its .env); the committer's next sync makes the renames durable.
 void Spool::apply_changes(std::vector<std::pair<std::string, std::string>>& updates,
                           std::vector<std::string>& removes) {
   auto t0 = std::chrono::steady_clock::now();
