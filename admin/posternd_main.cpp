@@ -181,7 +181,14 @@ int run(const std::string& config_path) {
   uv_signal_start(&d.sigint, [](uv_signal_t*, int) { begin_drain(*g_daemon, "SIGINT"); }, SIGINT);
   uv_timer_init(d.loop, &d.tick);
   uv_timer_start(&d.tick, [](uv_timer_t*) {
-    g_daemon->rt.spool_free_bytes = g_daemon->spool->free_bytes();
+    auto& dm = *g_daemon;
+    uint64_t free = dm.spool->free_bytes();
+    // Short of space: the recycled-file pool gives its blocks back before mail is refused.
+    if (free < dm.rt.config.load()->smtp.min_free_space && dm.spool->pool_size() > 0) {
+      dm.spool->trim_pool();
+      free = dm.spool->free_bytes();
+    }
+    dm.rt.spool_free_bytes = free;
   }, 1000, 1000);
 
   std::string listen;

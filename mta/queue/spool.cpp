@@ -292,6 +292,18 @@ bool Spool::pool_put(std::string name, uint64_t size) {
   return true;
 }
 
+size_t Spool::trim_pool() {
+  std::vector<FreeFile> drop;
+  {
+    std::lock_guard lk(pool_mu_);
+    drop.swap(pool_);
+    pool_bytes_ = 0;
+  }
+  for (auto& f : drop) ::unlinkat(active_fd_, f.name.c_str(), 0);
+  if (!drop.empty()) spdlog::warn("spool: low on disk space: {} free queue files deleted", drop.size());
+  return drop.size();
+}
+
 bool Spool::pool_has_room(uint64_t size) const {
   std::lock_guard lk(pool_mu_);
   return size <= kPoolMaxFileBytes && pool_.size() < kPoolMaxFiles && pool_bytes_ + size <= kPoolMaxBytes;

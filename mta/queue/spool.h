@@ -95,6 +95,8 @@ class Spool {
   std::string msg_path(const std::string& qid) const { return dir_ + "/active/" + qid + ".msg"; }
   CommitStats stats() const;
   size_t pool_size() const;
+  // Deletes every free file (the filesystem is short of space); returns how many.
+  size_t trim_pool();
   void stop();
 
   // Reads and checks a committed queue file (footer, lengths, checksum, queue ID).

@@ -174,6 +174,19 @@ TEST(Spool, EnvelopeUpdatesOverrideAndAreRemovedWithTheMessage) {
   fs::remove_all(dir);
 }
 
+TEST(Spool, TrimPoolGivesTheSpaceBack) {
+  auto dir = tmpdir();
+  queue::Spool s(dir);
+  auto qid = s.new_queue_id();
+  ASSERT_TRUE(commit_one(s, qid, "Subject: t\r\n\r\n" + std::string(20000, 'x') + "\r\n"));
+  s.remove(qid);
+  ASSERT_TRUE(eventually([&] { return s.pool_size() == 1; }));
+  EXPECT_EQ(s.trim_pool(), 1u);
+  EXPECT_EQ(s.pool_size(), 0u);
+  EXPECT_TRUE(fs::is_empty(dir + "/active"));
+  fs::remove_all(dir);
+}
+
 TEST(Spool, AbandonedWriterReturnsItsFile) {
   auto dir = tmpdir();
   queue::Spool s(dir);
