@@ -144,26 +144,35 @@ void ControlPlane::raise(const std::string& code, const std::string& severity, c
 // Events waiting for the database survive a restart: state_dir/cache/events.pending, one JSON
 // document per line, rewritten whenever the waiting list changes (rare: only while the
 // database is down).
-std::string ControlPlane::buffered_path() const { return state_dir_ + "/cache/events.pending"; }
+constexpr const char* kPendingEventsFile = "events.pending";
+
+std::string ControlPlane::buffered_path() const { return state_dir_ + "/cache/" + kPendingEventsFile; }
 
 void ControlPlane::save_buffered() {
   if (replaying_ > 0) return;  // the file still holds what is being replayed; saved once all answer
-  std::error_code ec;
   if (buffered_.empty()) {
+    std::error_code ec;
     fs::remove(buffered_path(), ec);
     return;
   }
-  fs::create_directories(state_dir_ + "/cache", ec);
-  std::string tmp = buffered_path() + ".tmp";
+  std::string text;
+  for (auto& e : buffered_) text += e + "\n";
+  if (!write_cache_file(kPendingEventsFile, text))
+    spdlog::warn("control plane: cannot save the events waiting for the database in {}", buffered_path());
+}
+
+// state_dir/cache/<name>, replaced atomically (written beside it, then renamed).
+bool ControlPlane::write_cache_file(const std::string& name, const std::string& text) const {
+  std::string dir = state_dir_ + "/cache", path = dir + "/" + name, tmp = path + ".tmp";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
   {
     std::ofstream out(tmp, std::ios::trunc);
-    for (auto& e : buffered_) out << e << "\n";
-    if (!out) {
-      spdlog::warn("control plane: cannot save the events waiting for the database in {}", tmp);
-      return;
-    }
+    out << text;
+    if (!out) return false;
   }
-  fs::rename(tmp, buffered_path(), ec);
+  fs::rename(tmp, path, ec);
+  return !ec;
 }
 
 void ControlPlane::load_buffered() {
@@ -263,15 +272,7 @@ void ControlPlane::load_state() {
 
 void ControlPlane::write_cache(const ControlState& s) {
   json j{{"settings", s.settings}, {"loaded_at", s.loaded_at}};
-  std::string dir = state_dir_ + "/cache", path = dir + "/control.json", tmp = path + ".tmp";
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump() << "\n";
-    if (!out) return;
-  }
-  fs::rename(tmp, path, ec);
+  write_cache_file("control.json", j.dump() + "\n");
 }
 
 void ControlPlane::read_cache() {

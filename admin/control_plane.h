@@ -60,6 +60,7 @@ class ControlPlane {
   void read_cache();
   void flush_buffered_events();
   void save_buffered();
+  bool write_cache_file(const std::string& name, const std::string& text) const;
   void load_buffered();
   std::string buffered_path() const;
   static constexpr size_t kMaxBuffered = 1000;
