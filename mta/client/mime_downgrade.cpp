@@ -1,9 +1,9 @@
 #include "mta/client/mime_downgrade.h"
 
+#include "base/text.h"
+
 #include <algorithm>
 #include <cctype>
-#include <cstdint>
-#include <cstring>
 #include <vector>
 
 namespace postern::smtp {
@@ -132,12 +132,11 @@ bool convert_multipart(std::string_view body, const std::string& boundary, bool 
   const std::string delim = "--" + boundary;
   size_t pos = 0;
   size_t part_start = std::string_view::npos;  // inside a part from here
-  bool closed = false;
   while (pos < body.size()) {
     size_t lf = body.find('\n', pos);
     size_t end = lf == std::string_view::npos ? body.size() : lf + 1;
     std::string_view line = body.substr(pos, end - pos);
-    if (!closed && line.starts_with(delim)) {
+    if (line.starts_with(delim)) {
       std::string_view rest = trim(line.substr(delim.size()));
       bool is_close = rest == "--";
       if (rest.empty() || is_close) {
@@ -153,7 +152,6 @@ bool convert_multipart(std::string_view body, const std::string& boundary, bool 
         out.append(line);
         part_start = end;
         if (is_close) {
-          closed = true;
           out.append(body.substr(end));  // the epilogue, as it was
           return true;
         }
@@ -213,22 +211,6 @@ bool convert(std::string_view e, bool top, bool digest_part, int depth, std::str
 }
 
 }  // namespace
-
-bool has_8bit(std::string_view s) {
-  // Eight bytes at a time: this runs over every message received.
-  const char* p = s.data();
-  size_t n = s.size();
-  while (n >= 32) {
-    uint64_t w[4];
-    std::memcpy(w, p, sizeof w);
-    if ((w[0] | w[1] | w[2] | w[3]) & 0x8080808080808080ull) return true;
-    p += 32;
-    n -= 32;
-  }
-  for (; n > 0; ++p, --n)
-    if (static_cast<unsigned char>(*p) >= 0x80) return true;
-  return false;
-}
 
 std::string quoted_printable(std::string_view body) {
   static const char kHex[] = "0123456789ABCDEF";

@@ -14,8 +14,6 @@
 
 namespace postern::smtp {
 
-bool has_8bit(std::string_view s);
-
 // Converts `in` (a whole message, CRLF line ends) into `out`. False if the result would still
 // hold 8-bit bytes in a body (8-bit header fields, a malformed part, nesting deeper than 32):
 // such a message cannot be sent to a 7-bit server.

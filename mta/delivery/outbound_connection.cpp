@@ -5,6 +5,7 @@
 #include "mta/delivery/outbound_connection.h"
 
 #include "mta/client/mime_downgrade.h"
+#include "mta/queue/spool.h"
 
 #include <fcntl.h>
 #include <openssl/x509v3.h>
@@ -229,26 +230,21 @@ void OutboundConnection::start_tls() {
   send_raw(std::move(cipher));
 }
 
+const JobMessage* OutboundConnection::job_message(const std::string& qid) const {
+  for (auto& jm : job_.msgs)
+    if (jm.qid == qid) return &jm;
+  return nullptr;
+}
+
 // 8-bit content for a server without 8BITMIME: the message converted to 7-bit MIME in memory
 // (RFC 6152 section 3), streamed instead of the queue file.
 bool OutboundConnection::downgrade(smtp::ClientMessage& m) {
-  std::string path;
-  for (auto& jm : job_.msgs)
-    if (jm.qid == m.qid) path = jm.path;
-  std::string original(static_cast<size_t>(m.size), '\0');
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  size_t got = 0;
-  while (fd >= 0 && got < original.size()) {
-    ssize_t n = ::read(fd, original.data() + got, original.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got += static_cast<size_t>(n);
-  }
-  if (fd >= 0) ::close(fd);
-  std::string converted;
-  if (got != original.size() || !smtp::downgrade_to_7bit(original, converted)) {
+  const JobMessage* jm = job_message(m.qid);
+  std::string original, converted;
+  bool read = jm && queue::Spool::read_message(jm->path, m.size, original);
+  if (!read || !smtp::downgrade_to_7bit(original, converted)) {
     spdlog::info("queue_id={} relay={} no 8BITMIME and the message {}", m.qid, remote_,
-                 got != original.size() ? "could not be read for conversion" : "cannot be converted to 7-bit MIME");
+                 !read ? "could not be read for conversion" : "cannot be converted to 7-bit MIME");
     return false;
   }
   spdlog::info("queue_id={} relay={} no 8BITMIME: converted to 7-bit MIME size={} converted_size={}", m.qid, remote_,
@@ -273,12 +269,9 @@ void OutboundConnection::drive() {
       body_mem_pos_ = 0;
       body_left_ = body_mem_.size();
     } else {
-      std::string path;
-      for (auto& jm : job_.msgs)
-        if (jm.qid == m.qid) {
-          path = jm.path;
-          body_left_ = jm.size;  // the queue file's first `size` bytes; its envelope follows
-        }
+      const JobMessage* jm = job_message(m.qid);
+      std::string path = jm ? jm->path : std::string();
+      body_left_ = jm ? jm->size : 0;  // the queue file's first `size` bytes; its envelope follows
       body_fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       if (body_fd_ < 0) {
         session_->connection_lost("cannot read queue file " + path + ": " + std::strerror(errno));

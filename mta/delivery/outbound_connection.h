@@ -45,6 +45,7 @@ class OutboundConnection {
   void on_bytes(const char* data, size_t n);
   void drive();
   bool downgrade(smtp::ClientMessage& m);
+  const JobMessage* job_message(const std::string& qid) const;
   void send(std::string_view data);
   void send_raw(std::string data);
   void start_tls();

@@ -1,9 +1,9 @@
 #include "mta/queue/dsn.h"
 
-#include <algorithm>
 #include <cctype>
 #include <ctime>
 
+#include "base/text.h"
 #include "base/time_format.h"
 
 namespace postern::queue {
@@ -108,7 +108,7 @@ Dsn make_dsn(DsnKind kind, const Envelope& orig, const std::vector<size_t>& rcpt
   }
   if (m.size() < 2 || m.compare(m.size() - 2, 2, "\r\n") != 0) m += "\r\n";
   m += "\r\n--" + boundary + "--\r\n";
-  d.env.eight_bit = std::any_of(m.begin(), m.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+  d.env.eight_bit = has_8bit(m);
   if (d.env.eight_bit) d.env.body = BodyType::k8BitMime;
   return d;
 }

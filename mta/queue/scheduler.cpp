@@ -3,13 +3,10 @@
 #include "mta/queue/scheduler.h"
 
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
 
 #include <ctime>
-#include <fstream>
 #include <random>
 #include <set>
-#include <sstream>
 
 #include "base/time_format.h"
 #include "mta/queue/dsn.h"
@@ -336,11 +333,9 @@ void Scheduler::bounce(Entry& e, const std::vector<size_t>& rcpts, queue::DsnKin
     return;
   }
   std::string original;
-  {
-    std::ifstream in(e.path, std::ios::binary);
-    original.resize(static_cast<size_t>(std::min<uint64_t>(kMaxReturnedBytes, e.size)));
-    in.read(original.data(), static_cast<std::streamsize>(original.size()));
-    original.resize(static_cast<size_t>(in.gcount()));
+  if (!queue::Spool::read_message(e.path, std::min<uint64_t>(kMaxReturnedBytes, e.size), original)) {
+    spdlog::warn("queue_id={} cannot read the queue file {} for the DSN", e.env->queue_id, e.path);
+    original.clear();  // the notice goes out without the original attached
   }
   auto cfg = rt_.config.load();
   std::mt19937_64 rng(std::random_device{}());

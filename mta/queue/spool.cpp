@@ -145,6 +145,15 @@ void Spool::stop() {
   if (flush_wanted_ && ::syncfs(active_fd_) != 0) ::fsync(active_fd_);  // the last retirements
 }
 
+bool Spool::read_message(const std::string& path, uint64_t len, std::string& out) {
+  out.assign(static_cast<size_t>(len), '\0');
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = pread_all(fd, out.data(), out.size(), 0);
+  ::close(fd);
+  return ok;
+}
+
 bool Spool::read_queue_file(const std::string& path, const std::string& qid, Envelope& env, uint64_t& msg_len,
                             std::string& err) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

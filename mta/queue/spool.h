@@ -99,6 +99,9 @@ class Spool {
   size_t trim_pool();
   void stop();
 
+  // The first `len` bytes of a queue file (the message is its first message_size bytes) into
+  // `out`; false if the file cannot be read that far.
+  static bool read_message(const std::string& path, uint64_t len, std::string& out);
   // Reads and checks a committed queue file (footer, lengths, checksum, queue ID).
   static bool read_queue_file(const std::string& path, const std::string& qid, Envelope& env,
                               uint64_t& msg_len, std::string& err);

@@ -2,7 +2,7 @@
 // security-sensitive. One state enum, one transition function (set_state), one command table.
 #include "mta/server/smtp_server_session.h"
 
-#include "mta/client/mime_downgrade.h"
+#include "base/text.h"
 
 #include <spdlog/spdlog.h>
 
@@ -496,7 +496,7 @@ void SmtpServerSession::flush_body() {
   if (body_buf_.empty() || write_failed_) return;
   if (!hooks_.write_body(body_buf_)) write_failed_ = true;
   env_.message_size += body_buf_.size();
-  if (!env_.eight_bit) env_.eight_bit = smtp::has_8bit(body_buf_);
+  if (!env_.eight_bit) env_.eight_bit = has_8bit(body_buf_);
   body_buf_.clear();
 }
 

@@ -2,9 +2,11 @@
 
 #include <random>
 
+#include "base/text.h"
 #include "mta/client/mime_downgrade.h"
 
 using namespace postern::smtp;
+using postern::has_8bit;
 
 namespace {
 std::string down(const std::string& in) {

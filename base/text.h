@@ -1,0 +1,11 @@
+// text.h — small byte-level checks on message text.
+#pragma once
+
+#include <string_view>
+
+namespace postern {
+
+// True if `s` holds a byte >= 0x80 (8-bit content). Runs over every message received.
+bool has_8bit(std::string_view s);
+
+}  // namespace postern
