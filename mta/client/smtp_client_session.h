@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "conf/config.h"
-#include "mta/server/envelope.h"
+#include "mta/envelope.h"
 
 namespace postern::smtp {
 

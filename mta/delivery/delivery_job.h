@@ -9,7 +9,7 @@
 
 #include "conf/config.h"
 #include "mta/client/smtp_client_session.h"
-#include "mta/server/envelope.h"
+#include "mta/envelope.h"
 
 namespace postern::delivery {
 

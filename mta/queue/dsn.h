@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "mta/server/envelope.h"
+#include "mta/envelope.h"
 
 namespace postern::queue {
 

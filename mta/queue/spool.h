@@ -37,7 +37,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "mta/server/envelope.h"
+#include "mta/envelope.h"
 
 namespace postern::queue {
 

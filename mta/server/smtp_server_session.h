@@ -16,7 +16,7 @@
 #include <string_view>
 
 #include "conf/config.h"
-#include "mta/server/envelope.h"
+#include "mta/envelope.h"
 #include "mta/server/smtp_syntax.h"
 
 namespace postern::smtp {
