@@ -15,6 +15,7 @@
 #include "admin/control_plane.h"
 #include "base/log.h"
 #include "conf/config.h"
+#include "mta/fd_budget.h"
 #include "mta/queue/scheduler.h"
 #include "mta/queue/spool.h"
 #include "mta/runtime.h"
@@ -69,6 +70,14 @@ bool reload_tls(tls::ContextProvider& p, const Config& cfg) {
   return true;
 }
 
+// Raises the descriptor limit to what the configuration needs, or says why it cannot.
+void apply_fd_budget(Daemon& d, const Config& cfg) {
+  auto b = mta::fit_fd_budget(cfg);
+  d.rt.session_limit = b.session_limit;
+  if (!b.warning.empty()) spdlog::warn("{}", b.warning);
+  else spdlog::info("descriptors: RLIMIT_NOFILE={} needed={} sessions={}", b.soft, b.needed, b.session_limit);
+}
+
 // SIGHUP, the admin API and NOTIFY from another node: one code path for every reload trigger.
 // Returns "" or what was refused.
 std::string reload(Daemon& d, const std::string& why) {
@@ -90,6 +99,7 @@ std::string reload(Daemon& d, const std::string& why) {
       spdlog::warn("reload: smtp.listen, server.state_dir and server.workers take effect at restart");
     if (auto err = ensure_default_cert(*next); !err.empty()) spdlog::error("reload: {}", err);
     d.rt.config.publish(next);
+    apply_fd_budget(d, *next);
     spdlog::info("reload: config applied from {}", next->path);
   }
   for (auto* p : {&d.rt.inbound, &d.rt.outbound, &d.console})
@@ -129,6 +139,7 @@ int run(const std::string& config_path) {
   Daemon d;
   g_daemon = &d;
   d.rt.config.publish(cfg);
+  apply_fd_budget(d, *cfg);
   if (auto err = ensure_default_cert(*cfg); !err.empty()) {
     spdlog::critical("cannot create the default_mta certificate: {}", err);
     return 1;

@@ -262,6 +262,8 @@ Config parse_config(std::string_view text, const std::string& path) {
   smtp.duration("idle_timeout", c.smtp.idle_timeout);
   smtp.duration("data_timeout", c.smtp.data_timeout);
   smtp.duration("max_session_duration", c.smtp.max_session_duration);
+  smtp.duration("write_timeout", c.smtp.write_timeout);
+  smtp.duration("close_timeout", c.smtp.close_timeout);
   std::string bare_lf = "reject";
   smtp.str("bare_lf", bare_lf);
   if (bare_lf == "reject") c.smtp.bare_lf = BareLfPolicy::kReject;
@@ -310,6 +312,8 @@ Config parse_config(std::string_view text, const std::string& path) {
   out.str("ca_file", c.outbound.ca_file);
   out.duration("connect_timeout", c.outbound.connect_timeout);
   out.duration("command_timeout", c.outbound.command_timeout);
+  out.duration("data_timeout", c.outbound.data_timeout);
+  out.duration("final_reply_timeout", c.outbound.final_reply_timeout);
   out.uint("destination_concurrency", c.outbound.destination_concurrency, 1, 10000);
   out.uint("max_connections", c.outbound.max_connections, 1, 100000);
   out.uint("messages_per_connection", c.outbound.messages_per_connection, 1, 10000);
@@ -335,6 +339,12 @@ Config parse_config(std::string_view text, const std::string& path) {
 
   Section admin(top.table("admin"), "admin");
   admin.str("listen", c.admin_listen);
+  admin.uint("max_connections", c.admin.max_connections, 1, 100000);
+  admin.uint("max_header_size", c.admin.max_header_size, 1024, 1 << 20);
+  admin.uint("max_body_size", c.admin.max_body_size, 0, 1ull << 30);
+  admin.duration("request_timeout", c.admin.request_timeout);
+  admin.duration("idle_timeout", c.admin.idle_timeout);
+  admin.duration("write_timeout", c.admin.write_timeout);
   admin.finish();
   Section euq(top.table("euq"), "euq");
   euq.str("listen", c.euq_listen);

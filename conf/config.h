@@ -43,6 +43,10 @@ struct SmtpConfig {
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};
   std::chrono::milliseconds data_timeout{std::chrono::minutes(3)};
   std::chrono::milliseconds max_session_duration{std::chrono::hours(1)};
+  // Transport: replies that make no write progress this long end the session; a session that
+  // is closing (221, 421) is gone after close_timeout whatever the client does.
+  std::chrono::milliseconds write_timeout{std::chrono::minutes(2)};
+  std::chrono::milliseconds close_timeout{std::chrono::seconds(10)};
   BareLfPolicy bare_lf = BareLfPolicy::kReject;
   uint64_t min_free_space = 64ull << 20;
   std::string tls_cert_file;  // empty: <state_dir>/certs/default_mta.crt (made at first start)
@@ -69,6 +73,10 @@ struct OutboundConfig {
   std::string ca_file;
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};
   std::chrono::milliseconds command_timeout{std::chrono::minutes(5)};
+  // RFC 5321 4.5.3.2: the body may take as long as it needs while it makes progress (no data
+  // block may wait longer than data_timeout), and the final reply gets final_reply_timeout.
+  std::chrono::milliseconds data_timeout{std::chrono::minutes(3)};
+  std::chrono::milliseconds final_reply_timeout{std::chrono::minutes(10)};
   uint32_t destination_concurrency = 20;
   uint32_t max_connections = 200;
   uint32_t messages_per_connection = 50;
@@ -78,6 +86,16 @@ struct OutboundConfig {
     auto it = tls_policy.find(domain);
     return it == tls_policy.end() ? tls : it->second;
   }
+};
+
+// Limits of an HTTPS listener (admin API now; the consoles and servers to come).
+struct HttpLimits {
+  uint32_t max_connections = 64;
+  uint64_t max_header_size = 16 * 1024;  // request line and headers
+  uint64_t max_body_size = 1 << 20;
+  std::chrono::milliseconds request_timeout{std::chrono::seconds(30)};  // first byte -> complete
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds(60)};     // waiting for a request
+  std::chrono::milliseconds write_timeout{std::chrono::seconds(30)};    // no write progress
 };
 
 struct QueueConfig {
@@ -104,6 +122,7 @@ struct Config {
   OutboundConfig outbound;
   QueueConfig queue;
   std::string admin_listen = "127.0.0.1:8445";
+  HttpLimits admin;
   std::string euq_listen = "127.0.0.1:8447";
   std::string database_url;
 

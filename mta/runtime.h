@@ -31,6 +31,8 @@ struct Counters {
   std::atomic<uint64_t> rcpts_deferred{0};
   std::atomic<uint64_t> rcpts_bounced{0};
   std::atomic<uint64_t> dsns_generated{0};
+  std::atomic<uint64_t> sessions_write_stalled{0};  // ended: the client did not read its replies
+  std::atomic<uint64_t> accept_paused{0};           // the listeners paused: out of descriptors
 };
 
 class IpLimiter {
@@ -52,6 +54,8 @@ struct Runtime {
   IpLimiter ip_limits;
   Counters counters;
   std::atomic<uint64_t> spool_free_bytes{UINT64_MAX};  // refreshed by the control loop
+  // smtp.max_sessions, or less when the descriptor limit cannot hold that many (see fd_budget.h).
+  std::atomic<uint32_t> session_limit{2000};
   // Called (from the committer thread) for every message committed by the inbound side.
   std::function<void(const Envelope&)> on_queued;
 };

@@ -13,7 +13,10 @@ namespace {
 
 bool is_8bit_body(const Envelope& e) { return e.body == BodyType::k8BitMime; }
 
-const char* state_name(SmtpClientSession::State s) {
+
+}  // namespace
+
+const char* SmtpClientSession::state_name(State s) {
   using S = SmtpClientSession::State;
   switch (s) {
     case S::kGreeting: return "greeting";
@@ -32,8 +35,6 @@ const char* state_name(SmtpClientSession::State s) {
   }
   return "?";
 }
-
-}  // namespace
 
 void DotStuffer::stuff(std::string_view in, std::string& out) {
   if (in.empty()) return;
@@ -137,6 +138,12 @@ bool SmtpClientSession::parse_reply(Reply& r, bool& bad) {
 void SmtpClientSession::feed(std::string_view bytes) {
   if (state_ == State::kDone || state_ == State::kTlsHandshake) return;
   in_.append(bytes);
+  if (state_ == State::kBody && in_.size() > opt_.max_reply_bytes) {  // a flood while we send the body
+    in_.clear();
+    connection_lost("server sent more than " + std::to_string(opt_.max_reply_bytes) +
+                    " bytes while the message was being sent");
+    return;
+  }
   while (state_ != State::kDone && state_ != State::kTlsHandshake && state_ != State::kBody) {
     Reply r;
     bool bad = false;

@@ -74,8 +74,12 @@ class SmtpClientSession {
   using Downgrader = std::function<bool(ClientMessage&)>;
   void set_downgrader(Downgrader d) { downgrade_ = std::move(d); }
 
+  // Replies from the server. Bounded: more than max_reply_bytes buffered without a complete
+  // reply (also while the body is being sent, when replies are not read) ends the connection.
   void feed(std::string_view bytes);
   std::string take_output();
+  bool has_output() const { return !out_.empty(); }
+  static const char* state_name(State s);
 
   // The server said 220 to STARTTLS: run the handshake, then call tls_started() or
   // connection_lost("TLS handshake failed: ...").
