@@ -105,7 +105,7 @@ void ControlPlane::start() {
 
   std::string token = ensure_token(cfg->state_dir);
   api_ = std::make_unique<AdminServer>(loop_, console_, token,
-                                       [this](const HttpRequest& r, Responder resp) { handle(r, std::move(resp)); });
+                                       [this](const HttpRequest& r, Responder resp) { handle(r, std::move(resp)); }, cfg->admin);
   ListenAddr a;
   parse_listen(cfg->admin_listen, a);
   api_->listen(a.host, a.port);
@@ -386,6 +386,12 @@ std::string ControlPlane::metrics() const {
   o << "postern_sessions_total " << c.sessions_total.load() << "\n";
   metric("postern_sessions_refused_total", "counter", "Inbound sessions refused by connection limits.");
   o << "postern_sessions_refused_total " << c.sessions_refused.load() << "\n";
+  metric("postern_sessions_write_stalled_total", "counter", "Sessions ended because the client did not read its replies.");
+  o << "postern_sessions_write_stalled_total " << c.sessions_write_stalled.load() << "\n";
+  metric("postern_accept_paused_total", "counter", "Times the SMTP listeners paused: out of file descriptors.");
+  o << "postern_accept_paused_total " << c.accept_paused.load() << "\n";
+  metric("postern_session_limit", "gauge", "Inbound sessions accepted at once (smtp.max_sessions, or less if descriptors are short).");
+  o << "postern_session_limit " << rt_.session_limit.load() << "\n";
   metric("postern_messages_accepted_total", "counter", "Messages queued after 250 to DATA/BDAT.");
   o << "postern_messages_accepted_total " << c.messages_accepted.load() << "\n";
   metric("postern_messages_commit_failed_total", "counter", "Messages answered 451 because the spool could not commit them.");

@@ -53,6 +53,7 @@ void Worker::bind(const std::vector<ListenAddr>& addrs) {
       }
       InboundConnection::accept(*this, fd);
     });
+    l->count_pauses_in(&rt_.counters.accept_paused);
     l->listen(a.host, a.port, true);
     listeners_.push_back(std::move(l));
   }

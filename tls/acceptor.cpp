@@ -98,6 +98,7 @@ void Acceptor::pause(int err) {
   using namespace std::chrono;
   paused_ = true;
   ++pauses_;
+  if (shared_pauses_) shared_pauses_->fetch_add(1);
   uv_poll_stop(poll_);
   backoff_ = std::clamp<milliseconds>(backoff_ * 2, milliseconds(50), milliseconds(1000));
   ++since_log_;

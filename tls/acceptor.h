@@ -7,6 +7,7 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -30,6 +31,8 @@ class Acceptor {
   // Pauses/resumes accepting (e.g. while draining).
   void set_enabled(bool on);
   uint64_t pauses() const { return pauses_; }
+  // Also counts each pause in *c (e.g. a metrics counter shared by several acceptors).
+  void count_pauses_in(std::atomic<uint64_t>* c) { shared_pauses_ = c; }
 
  private:
   void accept_some();
@@ -46,6 +49,7 @@ class Acceptor {
   std::chrono::steady_clock::time_point last_log_{};
   uint64_t since_log_ = 0;
   uint64_t pauses_ = 0;
+  std::atomic<uint64_t>* shared_pauses_ = nullptr;
 };
 
 }  // namespace postern::tls

@@ -65,6 +65,7 @@ class Daemon:
         self.port = port or free_port()
         self.sections = sections or {}
         self.proc = None
+        self.prefix = []  # e.g. ["prlimit", "--nofile=256"]: runs posternd under it
         self.conf = os.path.join(self.dir, "postern.toml")
         self.write_config()
 
@@ -100,7 +101,7 @@ class Daemon:
 
     def start(self, expect_ok=True):
         self.out = open(os.path.join(self.dir, "stdout.txt"), "ab")
-        self.proc = subprocess.Popen([os.path.join(BIN, "posternd"), "--config", self.conf],
+        self.proc = subprocess.Popen(self.prefix + [os.path.join(BIN, "posternd"), "--config", self.conf],
                                      stdout=self.out, stderr=subprocess.STDOUT)
         if expect_ok:
             wait_for(self._listening, 15, "posternd to listen on %d" % self.port)
