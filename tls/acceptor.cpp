@@ -60,6 +60,14 @@ void Acceptor::listen(const std::string& host, uint16_t port, bool reuse_port, i
   set_enabled(true);
 }
 
+uint16_t Acceptor::port() const {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (fd_ < 0 || getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return 0;
+  return ntohs(ss.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&ss)->sin_port
+                                       : reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+}
+
 void Acceptor::set_enabled(bool on) {
   enabled_ = on;
   if (!poll_) return;

@@ -31,6 +31,7 @@ class Acceptor {
   // Pauses/resumes accepting (e.g. while draining).
   void set_enabled(bool on);
   uint64_t pauses() const { return pauses_; }
+  uint16_t port() const;  // the bound port (listen() with port 0 picks one)
   // Also counts each pause in *c (e.g. a metrics counter shared by several acceptors).
   void count_pauses_in(std::atomic<uint64_t>* c) { shared_pauses_ = c; }
 

@@ -247,3 +247,66 @@ TEST(TlsStream, DetachedStreamFinishesAlone) {
   EXPECT_TRUE(l.run_until([&] { return got = got || ::read(b, buf, sizeof buf) == 6; }));
   ::close(b);
 }
+
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+
+#include "tls/acceptor.h"
+
+namespace {
+
+int open_fds() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (readdir(d)) ++n;
+    closedir(d);
+  }
+  return n - 3;  // ".", ".." and the directory itself
+}
+
+double cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+}  // namespace
+
+// Out of descriptors, the listener pauses instead of spinning, and accepts again once there are.
+TEST(Acceptor, PausesOnEmfileAndRecovers) {
+  Loop l;
+  std::vector<int> accepted;
+  postern::tls::Acceptor acc(&l.loop, "test", [&](int fd) { accepted.push_back(fd); });
+  acc.listen("127.0.0.1", 0, false);
+  ASSERT_NE(acc.port(), 0);
+  std::vector<int> clients;
+  for (int i = 0; i < 8; ++i) {
+    int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(acc.port());
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(c, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
+    clients.push_back(c);
+  }
+  rlimit old{};
+  getrlimit(RLIMIT_NOFILE, &old);
+  rlimit low = old;
+  low.rlim_cur = static_cast<rlim_t>(open_fds() + 2);  // room for two more descriptors
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  double c0 = cpu_seconds();
+  l.run_until([] { return false; }, 400);
+  double busy = cpu_seconds() - c0;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+  EXPECT_LE(accepted.size(), 3u);  // give or take the descriptor counting itself
+  EXPECT_LT(accepted.size(), 8u);
+  EXPECT_GE(acc.pauses(), 1u);
+  EXPECT_LT(acc.pauses(), 20u);  // 50 ms doubling: a handful of retries in 400 ms, not a spin
+  EXPECT_LT(busy, 0.2);
+  EXPECT_TRUE(l.run_until([&] { return accepted.size() == 8; }, 3000));  // the retry timer resumes
+  for (int fd : accepted) ::close(fd);
+  for (int fd : clients) ::close(fd);
+  acc.close();
+}
