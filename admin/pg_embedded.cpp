@@ -411,31 +411,33 @@ bool EmbeddedPostgres::is_our_postmaster(pid_t pid, std::string& what) const {
 }
 
 // A postmaster left by a posternd that was killed still holds the data directory: stop it. We
-// hold the cluster lock, so no live posternd supervises it. Anything else postmaster.pid names
-// is left alone and the stale file removed (PostgreSQL would refuse to start while it names a
-// live process of its user).
+// hold the cluster lock, so no live posternd supervises it. Anything else postmaster.pid or the
+// socket's lock file names is left alone and the stale file removed: PostgreSQL would refuse to
+// start while it names a live process of its user (after a reboot, PIDs are handed out afresh).
 void EmbeddedPostgres::stop_stale() {
-  std::string pidfile = data_dir_ + "/postmaster.pid";
-  long num = 0;
-  std::istringstream(read_line(pidfile)) >> num;
-  if (num <= 0 || num > INT_MAX) return;
-  auto pid = static_cast<pid_t>(num);
-  int fd = pidfd_open(pid);  // pins the process: a PID recycled after this check is never hit
-  if (fd < 0 && errno == ESRCH) return;  // gone: PostgreSQL replaces the file itself
-  std::string what;
-  if (fd < 0 || !is_our_postmaster(pid, what)) {
-    if (fd < 0) what = std::string("pidfd_open: ") + std::strerror(errno);
-    spdlog::warn("database: {} names pid {}, which is not this cluster's postmaster ({}); leaving that process alone "
-                 "and removing the stale file", pidfile, pid, esc(what));
-    ::unlink(pidfile.c_str());
-    if (fd >= 0) ::close(fd);
-    return;
+  for (const std::string& file : {data_dir_ + "/postmaster.pid", sock_dir_ + "/.s.PGSQL.5432.lock"}) {
+    long num = 0;
+    std::istringstream(read_line(file)) >> num;
+    if (num <= 0 || num > INT_MAX) continue;
+    auto pid = static_cast<pid_t>(num);
+    int fd = pidfd_open(pid);  // pins the process: a PID recycled after this check is never hit
+    if (fd < 0 && errno == ESRCH) continue;  // gone: PostgreSQL replaces the file itself
+    std::string what;
+    if (fd < 0 || !is_our_postmaster(pid, what)) {
+      if (fd < 0) what = std::string("pidfd_open: ") + std::strerror(errno);
+      spdlog::warn("database: {} names pid {}, which is not this cluster's postmaster ({}); leaving that process "
+                   "alone and removing the stale file",
+                   file, pid, esc(what));
+      ::unlink(file.c_str());
+      if (fd >= 0) ::close(fd);
+      continue;
+    }
+    spdlog::warn("database: stopping a leftover private PostgreSQL (pid {})", pid);
+    using std::chrono::milliseconds;
+    if (!signal_and_wait(fd, SIGINT, milliseconds(10000)) && !signal_and_wait(fd, SIGQUIT, milliseconds(5000)))
+      signal_and_wait(fd, SIGKILL, milliseconds(5000));
+    ::close(fd);
   }
-  spdlog::warn("database: stopping a leftover private PostgreSQL (pid {})", pid);
-  using std::chrono::milliseconds;
-  if (!signal_and_wait(fd, SIGINT, milliseconds(10000)) && !signal_and_wait(fd, SIGQUIT, milliseconds(5000)))
-    signal_and_wait(fd, SIGKILL, milliseconds(5000));
-  ::close(fd);
 }
 
 void EmbeddedPostgres::start() {

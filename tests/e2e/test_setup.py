@@ -175,9 +175,12 @@ def test_a_stale_postmaster_pid_naming_an_unrelated_process_leaves_it_alone():
     try:
         d.start()
         wait_for(lambda: db_up(d), 30, "the database up")
-        pidfile = os.path.join(d.dir, "pgdata", "postmaster.pid")
-        with open(pidfile) as f:
-            lines = f.read().split("\n")
+        # postmaster.pid and the socket's lock file, as a postmaster writes them.
+        files = {os.path.join(d.dir, "pgdata", "postmaster.pid"): None,
+                 os.path.join(d.dir, "pgsock", ".s.PGSQL.5432.lock"): None}
+        for path in files:
+            with open(path) as f:
+                files[path] = f.read().split("\n")
         assert d.stop() == 0
         # One sleep as the cluster's user (PostgreSQL itself would refuse to start while the file
         # names it), and one as root when we are root (the case).
@@ -186,14 +189,15 @@ def test_a_stale_postmaster_pid_naming_an_unrelated_process_leaves_it_alone():
         for kw in users:
             sleep = subprocess.Popen(["sleep", "300"], **kw)
             sleeps.append(sleep)
-            with open(pidfile, "w") as f:
-                f.write("\n".join([str(sleep.pid)] + lines[1:]))
+            for path, lines in files.items():
+                with open(path, "w") as f:
+                    f.write("\n".join([str(sleep.pid)] + lines[1:]))
             mark = len(d.log_text())
             d.start()
             wait_for(lambda: db_up(d), 30, "the database up")
             assert sleep.poll() is None and alive(sleep.pid), "posternd signalled the sleep"
             assert postmaster_pid(d) != sleep.pid
-            assert "names pid %d, which is not this cluster's postmaster" % sleep.pid in d.log_text()[mark:]
+            assert d.log_text()[mark:].count("names pid %d, which is not this cluster's postmaster" % sleep.pid) == 2
             assert d.stop() == 0
             assert sleep.poll() is None
     except BaseException:
