@@ -128,6 +128,7 @@ def test_state_dir_below_a_0700_directory_gets_a_working_private_cluster():
     peer = Peer(tls=False)
     d = Daemon({"routes": {"example.test": "[127.0.0.1]:%d" % peer.port}}, state_dir=state)
     other = Daemon(state_dir=tempfile.mkdtemp(prefix="postern-e2e-"))
+    moved, m = os.path.join(parent, "moved"), None
     try:
         d.start()
         wait_for(lambda: db_up(d), 30, "the database up")
@@ -159,10 +160,23 @@ def test_state_dir_below_a_0700_directory_gets_a_working_private_cluster():
         status, events = d.api("GET", "/api/v1/events?limit=100")
         assert status == 200 and [e["code"] for e in events].count("NODE_STARTED") == 2, events
         assert d.stop() == 0
+        # The state directory moves: its cluster goes with it (the record is a symlink).
+        os.rename(state, moved)
+        m = Daemon(state_dir=moved)
+        m.start()
+        wait_for(lambda: db_up(m), 30, "the database up after the move")
+        status, events = m.api("GET", "/api/v1/events?limit=100")
+        assert status == 200 and [e["code"] for e in events].count("NODE_STARTED") == 3, events
+        if IS_ROOT:
+            with open(os.path.join(os.path.dirname(target), "state_dir")) as f:
+                assert f.read().strip() == moved
+        assert m.stop() == 0
     except BaseException:
-        print("---- posternd log tail ----\n" + log_tail(d))
+        print("---- posternd log tail ----\n" + log_tail(m or d))
         raise
     finally:
+        if m:
+            m.cleanup()
         other.cleanup()
         d.cleanup()
         peer.cleanup()
