@@ -62,6 +62,10 @@ class Daemon:
         self.deliver = deliver
         self.admin_port = free_port()
         self.dir = state_dir or tempfile.mkdtemp(prefix="postern-e2e-")
+        if not state_dir:
+            # mkdtemp makes it 0700; 0711 lets the postgres user (when root) keep the private
+            # cluster in place. test_setup covers state directories it cannot reach.
+            os.chmod(self.dir, 0o711)
         self.port = port or free_port()
         self.sections = sections or {}
         self.proc = None
@@ -157,8 +161,13 @@ class Daemon:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        stop_postmaster(os.path.join(self.dir, "pgdata"))
+        pgdata = os.path.join(self.dir, "pgdata")
+        stop_postmaster(pgdata)
+        # A cluster out of the state directory (its pgdata is a symlink) goes with it.
+        external = os.path.dirname(os.path.realpath(pgdata)) if os.path.islink(pgdata) else ""
         shutil.rmtree(self.dir, ignore_errors=True)
+        if external.startswith("/var/lib/postern-pg/"):
+            shutil.rmtree(external, ignore_errors=True)
 
     def admin_url(self):
         return "https://127.0.0.1:%d" % self.admin_port
