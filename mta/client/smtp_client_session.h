@@ -39,6 +39,7 @@ struct RcptResult {
   std::string status;  // enhanced status, e.g. "5.1.1"
   std::string diag;    // the reply text or a reason
   bool maybe_duplicate = false;  // connection lost after the final dot
+  bool relayed_without_dsn = false;  // delivered to a server without DSN, NOTIFY had SUCCESS
 };
 
 // Dot-stuffing for DATA: doubles a leading "." on every line; finish() ends the data.
@@ -128,6 +129,7 @@ class SmtpClientSession {
   void start_message();
   void finish_message();
   std::string rcpt_line(const ClientMessage& m, size_t idx) const;
+  bool needs_smtputf8(const ClientMessage& m) const;
   void next_message();
   void send(std::string line);
   void result_all_pending(Outcome o, const std::string& status, const std::string& diag);

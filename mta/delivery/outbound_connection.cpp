@@ -7,6 +7,7 @@
 #include "mta/delivery/outbound_connection.h"
 
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <openssl/x509v3.h>
@@ -57,6 +58,11 @@ bool is_local_address(const sockaddr_storage& a) {
     if (i->ifa_addr && same_ip(a, i->ifa_addr)) found = true;
   freeifaddrs(ifs);
   return found;
+}
+
+bool is_ip_literal(const std::string& host) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
 }  // namespace
@@ -293,8 +299,7 @@ std::string OutboundConnection::tls_session_key() const {
 
 void OutboundConnection::start_tls() {
   auto ctx = w_.runtime().outbound.current();
-  bool literal = cur_.host.find_first_not_of("0123456789.:abcdefABCDEF") == std::string::npos &&
-                 cur_.host.find_first_of(".:") != std::string::npos;
+  bool literal = is_ip_literal(cur_.host);  // no SNI for an address; verify it as an IP
   std::string key = tls_session_key();
   std::string host = cur_.host;
   bool verify = job_.tls == TlsLevel::kVerify;
