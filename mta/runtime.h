@@ -14,6 +14,7 @@
 #include "conf/config.h"
 #include "mta/queue/spool.h"
 #include "tls/context_provider.h"
+#include "tls/session_cache.h"
 
 namespace postern::mta {
 
@@ -50,6 +51,7 @@ struct Runtime {
   Snapshot<Config> config;
   tls::ContextProvider inbound{tls::Role::kInboundMta};
   tls::ContextProvider outbound{tls::Role::kOutboundMta};
+  tls::SessionCache tls_sessions;  // outbound sessions to resume, shared by the workers
   queue::Spool* spool = nullptr;
   IpLimiter ip_limits;
   Counters counters;

@@ -40,7 +40,6 @@ Worker::Worker(Runtime& rt, unsigned index) : rt_(rt), index_(index) {
 
 Worker::~Worker() {
   join();
-  for (auto& [k, s] : tls_sessions_) SSL_SESSION_free(s);
   uv_loop_close(&loop_);
 }
 
@@ -156,17 +155,6 @@ dns::Resolver& Worker::resolver() {
     if (!resolver_->init_error().empty()) spdlog::error("worker={} DNS: {}", index_, resolver_->init_error());
   }
   return *resolver_;
-}
-
-SSL_SESSION* Worker::tls_session(const std::string& key) {
-  auto it = tls_sessions_.find(key);
-  return it == tls_sessions_.end() ? nullptr : it->second;
-}
-
-void Worker::store_tls_session(const std::string& key, SSL_SESSION* s) {
-  auto& slot = tls_sessions_[key];
-  if (slot) SSL_SESSION_free(slot);
-  slot = s;
 }
 
 void Worker::unpark(delivery::OutboundConnection* c) {

@@ -53,8 +53,6 @@ class Worker {
   // Outbound delivery on this loop.
   void deliver(delivery::DeliveryJob job, std::function<void(delivery::JobResult)> done);
   dns::Resolver& resolver();
-  SSL_SESSION* tls_session(const std::string& key);
-  void store_tls_session(const std::string& key, SSL_SESSION* s);  // takes ownership
   void outbound_started(delivery::OutboundConnection* c) { outbound_.insert(c); }
   void outbound_finished(delivery::OutboundConnection* c);
   // The connection cache: open connections waiting for the next job to their destination.
@@ -81,7 +79,6 @@ class Worker {
   std::unordered_map<uint64_t, InboundConnection*> conns_;
   uint64_t pending_commits_ = 0;
   std::unique_ptr<dns::Resolver> resolver_;
-  std::unordered_map<std::string, SSL_SESSION*> tls_sessions_;
   std::unordered_set<delivery::OutboundConnection*> outbound_;
   std::unordered_multimap<std::string, delivery::OutboundConnection*> idle_;
   bool draining_ = false;

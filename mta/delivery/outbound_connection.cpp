@@ -311,7 +311,10 @@ void OutboundConnection::start_tls() {
                        : SSL_set1_host(ssl, host.c_str());
       if (ok != 1) setup_error = "cannot set the name to verify (" + host + ")";
     }
-    if (SSL_SESSION* s = w_.tls_session(key)) SSL_set_session(ssl, s);
+    if (SSL_SESSION* s = w_.runtime().tls_sessions.get(key)) {
+      SSL_set_session(ssl, s);
+      SSL_SESSION_free(s);
+    }
   };
   if (!stream_->start_tls(ctx, false, literal ? "" : host, configure)) return;  // on_stream_end told us
   if (!setup_error.empty()) session_->connection_lost("TLS setup failed: " + setup_error);
@@ -445,9 +448,10 @@ void OutboundConnection::stream_body() {
 void OutboundConnection::session_finished() {
   uv_timer_stop(&timer_);
   if (stream_ && stream_->tls_ready()) {
-    SSL_SESSION* s = SSL_get1_session(stream_->engine()->ssl());
-    if (s && SSL_SESSION_is_resumable(s)) w_.store_tls_session(tls_session_key(), s);
-    else if (s) SSL_SESSION_free(s);
+    SSL_SESSION* sess = SSL_get1_session(stream_->engine()->ssl());
+    spdlog::debug("delivery job={} relay={} tls session resumable={}", job_.id, esc(remote_),
+                  sess && SSL_SESSION_is_resumable(sess) ? "yes" : "no");
+    w_.runtime().tls_sessions.put(tls_session_key(), sess);
   }
   if (session_->host_failed()) {
     std::string why = session_->host_failure();

@@ -391,3 +391,72 @@ def test_descriptor_exhaustion_recovers():
         for s in socks:
             s.close()
         d.cleanup()
+
+
+# --- next hops ------------------------------------------------------------------------------------
+
+def test_next_hop_that_is_this_node_bounces_as_a_loop():
+    d = Daemon()
+    d.write_config({"routes": {"example.test": "[127.0.0.1]:%d" % d.port}})
+    d.start()
+    try:
+        send_message(d.port, 500)
+        d.wait_log("loops back to myself", 15)
+        d.wait_log("dsn=5.4.6", 15)
+        hops = d.log_text().count("accepted client=")
+        assert hops == 1, "the message went round %d times" % hops
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+def ip_cert(prefix):
+    cert, key = prefix + ".crt", prefix + ".key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1", "-days", "30",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_sessions_resume_and_never_cross_policies():
+    from harness import Peer
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="postern-ipcert-")
+    cert, key = ip_cert(os.path.join(tmp, "peer"))
+    peer = Peer(tls=False, flags=["--cert", cert, "--key", key])
+    d = Daemon()
+    route = {"example.test": "[127.0.0.1]:%d" % peer.port}
+    conf = {"routes": route, "outbound": {"dns_servers": ["127.0.0.1:9"], "tls": "verify", "ca_file": cert,
+                                           "connection_cache_time": ""}}
+    d.write_config(conf)
+    d.start()
+    try:
+        for i in range(2):  # a new connection each time (no connection cache): the second resumes
+            send_message(d.port, 300)
+            wait_for(lambda: len(peer.messages()) == i + 1, 20, "delivery %d" % (i + 1))
+        d.wait_log("policy=verify verified=yes resumed=yes", 10)
+        assert d.log_text().count("verified=yes resumed=no") == 1, log_tail(d)
+        # Under "may" the verify sessions are not offered (another key): a full handshake.
+        conf["outbound"]["tls"] = "may"
+        d.write_config(conf)
+        d.signal(__import__("signal").SIGHUP)
+        d.wait_log("reload: config applied", 10)
+        send_message(d.port, 300)
+        wait_for(lambda: len(peer.messages()) == 3, 20, "delivery 3")
+        d.wait_log("policy=may verified=yes resumed=no", 10)
+        # Back to verify with a CA that does not sign the peer: the handshake must fail even
+        # though resumable sessions exist for this address (they were made under other keys or
+        # are refused by verification).
+        other, _ = ip_cert(os.path.join(tmp, "other"))
+        conf["outbound"].update({"tls": "verify", "ca_file": other})
+        d.write_config(conf)
+        d.signal(__import__("signal").SIGHUP)
+        time.sleep(0.5)
+        d.wait_log("reload: config applied", 10)
+        send_message(d.port, 300)
+        d.wait_log("status=deferred", 20)
+        assert len(peer.messages()) == 3
+    finally:
+        d.stop()
+        d.cleanup()
+        peer.stop() if hasattr(peer, "stop") else peer.proc.kill()
