@@ -292,7 +292,14 @@ Config parse_config(std::string_view text, const std::string& path) {
   relay.strings("domains", c.relay.domains);
   for (auto& d : c.relay.domains) d = lower(d);
   relay.strings("networks", c.relay.network_texts);
+  relay.str("recipient_map", c.relay.recipient_map);
+  relay.str("recipient_delimiter", c.relay.recipient_delimiter);
   relay.finish();
+  if (c.relay.recipient_delimiter.size() > 8 ||
+      c.relay.recipient_delimiter.find_first_of("@\"\\ \t.") != std::string::npos)
+    fail("relay.recipient_delimiter", "must be a few characters such as \"+\" (not @, quotes, dots or spaces)");
+  if (!c.relay.recipient_map.empty())
+    c.relay.recipients = std::make_shared<const RecipientTable>(load_recipient_table(c.relay.recipient_map, "relay.recipient_map"));
   for (auto& n : c.relay.network_texts) {
     Network net;
     if (!parse_network(n, net)) fail("relay.networks", "bad network '" + n + "' (use CIDR like 10.0.0.0/8)");

@@ -7,9 +7,12 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "conf/recipient_table.h"
 
 namespace postern {
 
@@ -71,6 +74,11 @@ struct RelayConfig {
   std::vector<std::string> domains{"example.test"};
   std::vector<Network> networks;
   std::vector<std::string> network_texts{"127.0.0.0/8"};
+  // relay.recipient_map: "" = off; else every recipient at relay.domains must be listed
+  // (policy/recipient_map.h), or RCPT gets 550 5.1.1. Loaded with the configuration.
+  std::string recipient_map;
+  std::string recipient_delimiter;  // e.g. "+": user+tag@ is looked up as itself, then as user@
+  std::shared_ptr<const RecipientTable> recipients;  // loaded from recipient_map; null when off
 };
 
 struct OutboundConfig {

@@ -4,6 +4,7 @@
 
 #include "base/log.h"
 #include "base/text.h"
+#include "policy/recipient_map.h"
 #include "policy/relay_rules.h"
 
 #include <spdlog/spdlog.h>
@@ -405,6 +406,12 @@ void SmtpServerSession::cmd_rcpt(std::string_view arg) {
     spdlog::info("queue_id={} client={} reject=relay reason={} to=<{}>", tx_.env.queue_id, client_.ip,
                  policy::verdict_name(verdict), esc(pp.box.str()));
     return junk("554 5.7.1 <" + printable(pp.box.str()) + ">: Relay access denied");
+  }
+  if (!pp.postmaster &&
+      policy::recipient_lookup(cfg_->relay, pp.box.local, pp.box.domain) == policy::RecipientVerdict::kUnknown) {
+    spdlog::info("queue_id={} client={} reject=unknown_recipient to=<{}>", tx_.env.queue_id, client_.ip,
+                 esc(pp.box.str()));
+    return junk("550 5.1.1 <" + printable(pp.box.str()) + ">: Recipient address rejected: User unknown");
   }
   if (pp.postmaster) {
     const std::string dom = cfg_->relay.domains.empty() ? cfg_->hostname : cfg_->relay.domains.front();

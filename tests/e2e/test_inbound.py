@@ -517,3 +517,43 @@ def test_mail_loop_is_refused():
     with running({"smtp": {"max_hops": 3}}) as d:
         code, text = send_message(d.port, body=msg(3))
         assert code == 554 and "5.4.6" in text, text
+
+
+def test_unknown_recipients_refused_from_the_recipient_map():
+    import tempfile
+    mapdir = tempfile.mkdtemp(prefix="postern-rmap-")
+    path = os.path.join(mapdir, "recipients")
+    with open(path, "w") as f:
+        f.write("# users of example.test\nalice@example.test\n")
+    try:
+        with running({"relay": {"recipient_map": path, "recipient_delimiter": "+"}}) as d:
+            c = Smtp(d.port)
+            c.cmd("EHLO a")
+            c.cmd("MAIL FROM:<a@remote.example>")
+            assert c.cmd("RCPT TO:<alice@example.test>")[0] == 250
+            assert c.cmd("RCPT TO:<alice+news@example.test>")[0] == 250
+            code, text = c.cmd("RCPT TO:<bob@example.test>")
+            assert code == 550 and "5.1.1" in text, text
+            assert c.cmd("RCPT TO:<postmaster@example.test>")[0] == 250
+            d.wait_log("reject=unknown_recipient to=<bob@example.test>")
+            # The map is read again on SIGHUP; a broken one is refused and the old one serves.
+            with open(path, "a") as f:
+                f.write("bob@example.test\n")
+            d.signal(signal.SIGHUP)
+            wait_for(lambda: "reload: config applied" in d.log_text(), 10, "the reload")
+            c2 = Smtp(d.port)
+            c2.cmd("EHLO a")
+            c2.cmd("MAIL FROM:<a@remote.example>")
+            assert c2.cmd("RCPT TO:<bob@example.test>")[0] == 250
+            with open(path, "a") as f:
+                f.write("not an address\n")
+            d.signal(signal.SIGHUP)
+            d.wait_log("config refused, keeping the running one: config key 'relay.recipient_map'")
+            c3 = Smtp(d.port)
+            c3.cmd("EHLO a")
+            c3.cmd("MAIL FROM:<a@remote.example>")
+            assert c3.cmd("RCPT TO:<bob@example.test>")[0] == 250
+            assert c3.cmd("RCPT TO:<carol@example.test>")[0] == 550
+    finally:
+        import shutil
+        shutil.rmtree(mapdir, ignore_errors=True)

@@ -752,3 +752,20 @@ TEST(SmtpSession, EachTransactionStartsClean) {
   EXPECT_NE(out.find("250 2.0.0 Ok: queued"), std::string::npos) << out;
   EXPECT_EQ(h.hooks.committed.size(), 2u);
 }
+
+TEST(SmtpSession, UnknownRecipientsAreRefusedAtRcpt) {
+  auto cfg = base_config();
+  auto t = std::make_shared<RecipientTable>();
+  t->addresses = {"alice@example.test"};
+  cfg->relay.recipients = t;
+  for (const char* ip : {"192.0.2.7", "10.1.2.3"}) {  // trusted clients too, for our own domains
+    Harness h(cfg, ip);
+    auto out = h.send("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.test>\r\n"
+                      "RCPT TO:<mallory@example.test>\r\nRCPT TO:<postmaster@example.test>\r\nRCPT TO:<postmaster>\r\n");
+    EXPECT_EQ(codes(out), (std::vector<std::string>{"250", "250", "250", "550", "250", "250"})) << ip;
+    EXPECT_NE(out.find("550 5.1.1 <mallory@example.test>: Recipient address rejected: User unknown"),
+              std::string::npos);
+  }
+  Harness trusted(cfg, "10.1.2.3");  // relaying elsewhere is not checked
+  EXPECT_EQ(codes(trusted.send("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@other.example>\r\n")).back(), "250");
+}
