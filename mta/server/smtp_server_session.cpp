@@ -341,7 +341,8 @@ void SmtpServerSession::cmd_mail(std::string_view arg) {
       env.ret = v;
     } else if (p.key == "ENVID") {
       std::string decoded;  // the DSN shows it decoded: it must be printable ASCII (RFC 3461 4.4)
-      if (!p.has_value || p.value.size() > 100 || !xtext_decode(p.value, decoded) || has_control(decoded))
+      if (!p.has_value || p.value.size() > 100 || !xtext_decode(p.value, decoded) || has_control(decoded) ||
+          has_8bit(decoded))
         return junk("501 5.5.4 Error: bad ENVID parameter");
       env.envid = p.value;
     } else {
@@ -682,6 +683,11 @@ void SmtpServerSession::fold_header_line() {
 // out), refused ("reject") or kept ("accept").
 void SmtpServerSession::body_line_piece(const char* p, size_t text, bool eol) {
   const LongLinePolicy policy = cfg_->smtp.long_lines;
+  if (eol && (tx_.line_len + text <= kMaxLine || policy == LongLinePolicy::kAccept)) {
+    store(p, text + 2);  // the usual case: a whole line, its CRLF right behind it
+    tx_.line_len = 0;
+    return;
+  }
   while (policy != LongLinePolicy::kAccept && tx_.line_len + text > kMaxLine) {
     if (policy == LongLinePolicy::kReject) return set_fault(BodyFault::kLongLine);
     size_t k = kMaxLine - tx_.line_len;

@@ -541,6 +541,7 @@ TEST(SmtpSession, OrcptAndEnvidDecodeToPrintableAscii) {
   }
   Harness h;
   EXPECT_EQ(codes(h.send("EHLO x\r\nMAIL FROM:<a@b.example> ENVID=x+0D+0Ay\r\n")).back(), "501");
+  EXPECT_EQ(codes(h.send("MAIL FROM:<a@b.example> ENVID=x+C3+A9\r\n")).back(), "501");
   EXPECT_EQ(codes(h.send("MAIL FROM:<a@b.example> ENVID=x+2By\r\n")).back(), "250");
 }
 
