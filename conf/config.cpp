@@ -273,6 +273,19 @@ Config parse_config(std::string_view text, const std::string& path) {
   smtp.str("tls_cert_file", c.smtp.tls_cert_file);
   smtp.str("tls_key_file", c.smtp.tls_key_file);
   smtp.boolean("starttls", c.smtp.starttls);
+  smtp.boolean("forbid_unauth_pipelining", c.smtp.forbid_unauth_pipelining);
+  smtp.uint("max_header_size", c.smtp.max_header_size, 1024, 1ull << 30);
+  std::string long_lines = "fold";
+  smtp.str("long_lines", long_lines);
+  if (long_lines == "fold") c.smtp.long_lines = LongLinePolicy::kFold;
+  else if (long_lines == "reject") c.smtp.long_lines = LongLinePolicy::kReject;
+  else if (long_lines == "accept") c.smtp.long_lines = LongLinePolicy::kAccept;
+  else fail("smtp.long_lines", "must be \"fold\", \"reject\" or \"accept\"");
+  smtp.uint("max_hops", c.smtp.max_hops, 1, 1000);
+  smtp.duration("greet_pause", c.smtp.greet_pause, true);
+  if (c.smtp.greet_pause > std::chrono::minutes(5))
+    fail("smtp.greet_pause", "must be at most 5m (clients wait 5 minutes for a greeting, RFC 5321 4.5.3.2.1)");
+  smtp.strings("session_limit_exceptions", c.smtp.session_limit_exception_texts);
   smtp.finish();
   if (c.smtp.tls_cert_file.empty() != c.smtp.tls_key_file.empty())
     fail("smtp.tls_key_file", "tls_cert_file and tls_key_file are set together or not at all");
@@ -281,11 +294,29 @@ Config parse_config(std::string_view text, const std::string& path) {
   relay.strings("domains", c.relay.domains);
   for (auto& d : c.relay.domains) d = lower(d);
   relay.strings("networks", c.relay.network_texts);
+  relay.str("recipient_map", c.relay.recipient_map);
+  relay.str("recipient_delimiter", c.relay.recipient_delimiter);
   relay.finish();
+  if (c.relay.recipient_delimiter.size() > 8 ||
+      c.relay.recipient_delimiter.find_first_of("@\"\\ \t.") != std::string::npos)
+    fail("relay.recipient_delimiter", "must be a few characters such as \"+\" (not @, quotes, dots or spaces)");
+  if (!c.relay.recipient_map.empty())
+    c.relay.recipients = std::make_shared<const RecipientTable>(load_recipient_table(c.relay.recipient_map, "relay.recipient_map"));
   for (auto& n : c.relay.network_texts) {
     Network net;
     if (!parse_network(n, net)) fail("relay.networks", "bad network '" + n + "' (use CIDR like 10.0.0.0/8)");
     c.relay.networks.push_back(net);
+  }
+  for (auto& n : c.smtp.session_limit_exception_texts) {
+    if (n == "relay.networks") {
+      c.smtp.session_limit_exceptions.insert(c.smtp.session_limit_exceptions.end(), c.relay.networks.begin(),
+                                             c.relay.networks.end());
+      continue;
+    }
+    Network net;
+    if (!parse_network(n, net))
+      fail("smtp.session_limit_exceptions", "bad network '" + n + "' (use CIDR like 10.0.0.0/8, or \"relay.networks\")");
+    c.smtp.session_limit_exceptions.push_back(net);
   }
 
   if (auto* routes = top.table("routes")) {
@@ -323,7 +354,11 @@ Config parse_config(std::string_view text, const std::string& path) {
     for (auto& [k, v] : *pol) {
       std::string key = "outbound.tls_policy." + std::string(k.str());
       if (!v.is_string()) fail(key, "must be one of none, may, encrypt, verify");
-      c.outbound.tls_policy[lower(std::string(k.str()))] = parse_tls_level(key, *v.value<std::string>());
+      std::string dom = lower(std::string(k.str()));
+      if (!dom.empty() && dom.back() == '.') dom.pop_back();
+      if (dom.empty() || dom == "." || dom.find_first_of(" \t[]:@") != std::string::npos)
+        fail(key, "must name a domain (\"example.com\") or its subdomains (\".example.com\")");
+      c.outbound.tls_policy[dom] = parse_tls_level(key, *v.value<std::string>());
     }
   }
   out.finish();

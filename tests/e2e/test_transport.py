@@ -179,11 +179,11 @@ class Downstream(threading.Thread):
                     c.sendall(b"250-downstream.test\r\n250 8BITMIME\r\n")
                 elif verb == b"DATA":
                     c.sendall(b"354 go ahead\r\n")
-                    if self.mode == "flood":  # keeps reading what Postern sends, and floods back
+                    if self.mode == "flood":  # reads what Postern sends, slowly, and floods back
                         def drain():
                             try:
-                                while c.recv(65536):
-                                    pass
+                                while c.recv(16384):
+                                    time.sleep(0.02)
                             except OSError:
                                 pass
                         threading.Thread(target=drain, daemon=True).start()
