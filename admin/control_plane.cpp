@@ -388,6 +388,10 @@ std::string ControlPlane::metrics() const {
   o << "postern_sessions_refused_total " << c.sessions_refused.load() << "\n";
   metric("postern_sessions_write_stalled_total", "counter", "Sessions ended because the client did not read its replies.");
   o << "postern_sessions_write_stalled_total " << c.sessions_write_stalled.load() << "\n";
+  metric("postern_smtp_improper_pipelining_total", "counter", "Sessions that sent a command before a reply they must wait for.");
+  o << "postern_smtp_improper_pipelining_total " << c.improper_pipelining.load() << "\n";
+  metric("postern_smtp_pregreet_total", "counter", "Sessions that talked before the greeting (smtp.greet_pause).");
+  o << "postern_smtp_pregreet_total " << c.pregreet.load() << "\n";
   metric("postern_accept_paused_total", "counter", "Times the SMTP listeners paused: out of file descriptors.");
   o << "postern_accept_paused_total " << c.accept_paused.load() << "\n";
   metric("postern_session_limit", "gauge", "Inbound sessions accepted at once (smtp.max_sessions, or less if descriptors are short).");

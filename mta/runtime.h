@@ -34,6 +34,8 @@ struct Counters {
   std::atomic<uint64_t> dsns_generated{0};
   std::atomic<uint64_t> sessions_write_stalled{0};  // ended: the client did not read its replies
   std::atomic<uint64_t> accept_paused{0};           // the listeners paused: out of descriptors
+  std::atomic<uint64_t> improper_pipelining{0};     // sessions that sent before a reply they must wait for
+  std::atomic<uint64_t> pregreet{0};                // sessions that talked before the greeting
 };
 
 class IpLimiter {

@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "base/time_format.h"
 #include "mta/worker.h"
+#include "policy/client_limits.h"
 
 namespace postern::mta {
 namespace {
@@ -55,15 +56,21 @@ void InboundConnection::start(int fd) {
   stream_->peer_addr(ci.family, ci.addr);
   ip_ = ci.ip;
   bool tls_ok = cfg_->smtp.starttls && rt.inbound.current() != nullptr;
-  session_ = std::make_unique<smtp::SmtpServerSession>(cfg_, ci, *this, tls_ok);
+  policy::ClientAddress who{ci.addr, ci.family};
+  bool hold = policy::greet_pause_applies(*cfg_, who);
+  session_ = std::make_unique<smtp::SmtpServerSession>(cfg_, ci, *this, tls_ok, hold);
   spdlog::info("session={} connect client={} worker={}", id_, ip_, w_.index());
-  if (!admit()) return;
+  if (!admit(policy::session_limit_exempt(*cfg_, who))) return;
+  if (hold) {  // smtp.greet_pause: talking before the 220 gets 554 5.5.1 (see the session)
+    uv_timer_start(&timer_, timer_cb, static_cast<uint64_t>(std::max<int64_t>(1, cfg_->smtp.greet_pause.count())), 0);
+    return;
+  }
   stream_->write(session_->greeting());
   arm_timer();
 }
 
 // The session limits, checked at connect: past them the client gets 421 and the stream closes.
-bool InboundConnection::admit() {
+bool InboundConnection::admit(bool exempt_per_ip) {
   auto& rt = w_.runtime();
   uint32_t limit = rt.session_limit.load();
   if (rt.counters.sessions_active.load() > limit) {
@@ -71,6 +78,7 @@ bool InboundConnection::admit() {
     refuse("421 4.3.2 " + cfg_->hostname + " Too many connections, try again later\r\n");
     return false;
   }
+  if (exempt_per_ip) return true;  // smtp.session_limit_exceptions
   if (!rt.ip_limits.acquire(ip_, cfg_->smtp.max_sessions_per_ip)) {
     spdlog::warn("session={} client={} refused: too many sessions from this address", id_, ip_);
     refuse("421 4.7.0 " + cfg_->hostname + " Too many connections from your host\r\n");
@@ -91,6 +99,10 @@ void InboundConnection::refuse(const std::string& reply) {
 // when the socket has finished closing.
 void InboundConnection::end_session() {
   auto& rt = w_.runtime();
+  if (session_counted_ && session_) {
+    if (session_->improper_pipelining()) rt.counters.improper_pipelining.fetch_add(1);
+    if (session_->spoke_before_greeting()) rt.counters.pregreet.fetch_add(1);
+  }
   if (ip_counted_) rt.ip_limits.release(ip_);
   ip_counted_ = false;
   if (session_counted_) rt.counters.sessions_active.fetch_sub(1);
@@ -177,6 +189,10 @@ void InboundConnection::arm_timer() {
 void InboundConnection::timer_cb(uv_timer_t* t) {
   auto* c = static_cast<InboundConnection*>(t->data);
   if (!c->stream_ || c->stream_->closing()) return;
+  if (c->session_->greeting_held()) {  // the greeting pause is over
+    c->session_->release_greeting();
+    return c->after_session(true);
+  }
   if (c->session_->awaiting_commit()) return;  // re-armed when the commit answers
   bool expired = std::chrono::steady_clock::now() - c->started_ >= c->cfg_->smtp.max_session_duration;
   spdlog::info("session={} client={} {} in state {}", c->id_, c->ip_, expired ? "session duration limit" : "timeout",

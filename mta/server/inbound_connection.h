@@ -55,7 +55,7 @@ class InboundConnection : public smtp::SessionHooks, public tls::StreamHandler {
   InboundConnection(Worker& w, std::shared_ptr<const Config> cfg);
   ~InboundConnection() override;
   void start(int fd);
-  bool admit();
+  bool admit(bool exempt_per_ip);
   void after_session(bool progressed);
   void arm_timer();
   void end_session();
