@@ -152,7 +152,7 @@ void OutboundConnection::on_connected(int status) {
   smtp::SmtpClientSession::Options o;
   o.helo_name = cfg_->hostname;
   o.tls = cur_.no_tls ? TlsLevel::kNone : job_.tls;
-  o.tls_possible = w_.runtime().outbound.current() != nullptr;
+  o.tls_possible = w_.runtime().tls.current(tls::Role::kOutboundMta) != nullptr;
   o.keep_open = cfg_->outbound.connection_cache_time.count() > 0;
   std::vector<smtp::ClientMessage> msgs;
   for (auto& m : job_.msgs) msgs.push_back({m.qid, m.env.get(), m.rcpts, m.size});
@@ -209,7 +209,7 @@ void OutboundConnection::on_bytes(const char* data, size_t n) {
 }
 
 void OutboundConnection::start_tls() {
-  auto ctx = w_.runtime().outbound.current();
+  auto ctx = w_.runtime().tls.current(tls::Role::kOutboundMta);
   bool literal = cur_.host.find_first_not_of("0123456789.:") == std::string::npos;
   tls_ = std::make_unique<tls::TlsEngine>(ctx, false, literal ? "" : cur_.host);
   if (!tls_->valid()) {

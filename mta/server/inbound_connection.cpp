@@ -75,7 +75,7 @@ bool InboundConnection::start(uv_stream_t* server) {
     ci.ip = buf;
   }
   ip_ = ci.ip;
-  bool tls_ok = cfg_->smtp.starttls && rt.inbound.current() != nullptr;
+  bool tls_ok = cfg_->smtp.starttls && rt.tls.current(tls::Role::kInboundMta) != nullptr;
   session_ = std::make_unique<smtp::SmtpServerSession>(cfg_, ci, *this, tls_ok);
   spdlog::info("session={} connect client={} worker={}", id_, ip_, w_.index());
   if (rt.counters.sessions_active.load() > cfg_->smtp.max_sessions) {
@@ -160,7 +160,7 @@ void InboundConnection::after_session() {
   std::string out = session_->take_output();
   if (!out.empty()) send(out);
   if (session_->starttls_requested() && !tls_) {
-    auto ctx = w_.runtime().inbound.current();
+    auto ctx = w_.runtime().tls.current(tls::Role::kInboundMta);
     tls_ = std::make_unique<tls::TlsEngine>(ctx, true);
     if (!tls_->valid()) {
       spdlog::error("session={} cannot start TLS: {}", id_, tls_->error());
