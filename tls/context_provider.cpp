@@ -338,6 +338,21 @@ std::string ContextProvider::last_error() const {
   return last_error_;
 }
 
+bool offer_client_session(SSL* ssl, const ContextSet& set, const std::string& verified_name, SSL_SESSION* cached) {
+  std::string text = "postern/outbound/" + std::to_string(set.generation) + "/" +
+                     (verified_name.empty() ? std::string("unverified") : "verify:" + verified_name);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (EVP_Digest(text.data(), text.size(), md, &n, EVP_sha256(), nullptr) != 1) return false;
+  n = std::min<unsigned>(n, SSL_MAX_SID_CTX_LENGTH);
+  if (SSL_set_session_id_context(ssl, md, n) != 1) return false;
+  if (!cached) return false;
+  unsigned int len = 0;
+  const unsigned char* have = SSL_SESSION_get0_id_context(cached, &len);
+  if (len != n || std::memcmp(have, md, n) != 0) return false;
+  return SSL_set_session(ssl, cached) == 1;
+}
+
 namespace {
 
 // Subject, issuer, validity and extensions of a self-signed certificate; "" or the error.

@@ -123,6 +123,14 @@ class ContextProvider {
   std::string last_error_;
 };
 
+// Outbound sessions are resumed per next hop, but only under the session context they were made
+// under: the client set's generation (a replaced client certificate or CA store starts afresh)
+// and, for policy "verify", the name that was verified. Sets that context on `ssl` (sessions it
+// makes inherit it) and offers `cached` only when it matches: a session made without checking
+// the server (policy may/encrypt), or for another name, is never resumed where "verify" applies,
+// since resumption skips the certificate check. Returns true when `cached` was offered.
+bool offer_client_session(SSL* ssl, const ContextSet& set, const std::string& verified_name, SSL_SESSION* cached);
+
 // Creates a self-signed ECDSA P-256 certificate and key (0600) when the files do not exist yet.
 // Its whole validity (notBefore is backdated an hour for clock skew) stays within `days`, so
 // the default 825 stays inside the CA/Browser Forum's limit. Returns an error text or "".

@@ -219,11 +219,12 @@ void OutboundConnection::start_tls() {
   SSL* ssl = tls_->ssl();
   if (job_.tls == TlsLevel::kVerify) {
     SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
-    if (literal) X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), cur_.host.c_str());
-    else SSL_set1_host(ssl, cur_.host.c_str());
+    if ((literal ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), cur_.host.c_str())
+                 : SSL_set1_host(ssl, cur_.host.c_str())) != 1)
+      return session_->connection_lost("TLS setup failed: cannot set the name to verify: " + tls::openssl_errors());
   }
   std::string key = dns::addr_to_string(cur_.addr);
-  if (SSL_SESSION* s = w_.tls_session(key)) SSL_set_session(ssl, s);
+  tls::offer_client_session(ssl, *ctx, job_.tls == TlsLevel::kVerify ? cur_.host : "", w_.tls_session(key));
   std::string plain, cipher;
   tls_->pump(plain);  // writes the ClientHello
   tls_->take_ciphertext(cipher);
@@ -372,7 +373,8 @@ void OutboundConnection::send_raw(std::string data) {
 void OutboundConnection::session_finished() {
   uv_timer_stop(&timer_);
   if (tls_ && tls_->handshake_done()) {
-    if (SSL_SESSION* s = SSL_get1_session(tls_->ssl())) w_.store_tls_session(dns::addr_to_string(cur_.addr), s);
+    // A copy: OpenSSL marks the SSL's own session unresumable when it is freed without close_notify.
+    if (SSL_SESSION* s = SSL_SESSION_dup(SSL_get0_session(tls_->ssl()))) w_.store_tls_session(dns::addr_to_string(cur_.addr), s);
   }
   if (session_->host_failed()) {
     std::string why = session_->host_failure();

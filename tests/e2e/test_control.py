@@ -416,3 +416,36 @@ def test_no_resumption_across_a_certificate_swap():
         assert not reused, "a session from the ECDSA certificate was resumed after the swap to RSA"
         assert fp == cert_fingerprint(ec_cert)  # the new (RSA) certificate, in a full handshake
         assert smtp_tls(d.port, ctx, s3)[0], "sessions under the new certificate resume"
+
+
+def test_outbound_never_resumes_an_unverified_session_under_verify():
+    """Resumption skips the certificate check: a TLS session made under policy "may" (server not
+    checked) was offered again, per next-hop address, to a destination under "verify" and the
+    message went to a server nobody had verified."""
+    peer = Peer()  # its self-signed certificate is in no trust store
+    try:
+        hop = "[127.0.0.1]:%d" % peer.port
+        conf = {"server": {"workers": 1},  # TLS sessions are cached per worker
+                "relay": {"domains": ["example.test", "strict.test"]},
+                "routes": {"example.test": hop, "strict.test": hop},
+                "outbound": {"tls": "may", "connection_cache_time": "", "connect_timeout": "2s",
+                             "command_timeout": "4s"},
+                "outbound.tls_policy": {"strict.test": "verify"},
+                "queue": {"min_backoff": "1h", "max_backoff": "2h"}}
+        with running(conf) as d:
+            assert send_message(d.port, rcpt="alice@example.test")[0] == 250
+            wait_for(lambda: len(peer.messages()) == 1, 15, "delivery under may")
+            assert peer.messages()[0]["tls"] is True and not peer.messages()[0]["tls_resumed"]
+            assert send_message(d.port, rcpt="carol@example.test")[0] == 250
+            wait_for(lambda: len(peer.messages()) == 2, 15, "the second delivery under may")
+            assert peer.messages()[1]["tls_resumed"], "the TLS session to the same next hop was not resumed"
+            code, text = send_message(d.port, rcpt="bob@strict.test", body="Subject: strict\r\n\r\nx\r\n")
+            qid = QID.search(text).group(1)
+            def settled():
+                lines = [l for l in d.log_text().splitlines() if "queue_id=%s to=<bob@strict.test>" % qid in l]
+                return len(peer.messages()) > 2 or any("deferred" in l for l in lines)
+            wait_for(settled, 15, "the strict message delivered or deferred")
+            assert len(peer.messages()) == 2, "delivered to an unverified server under policy verify"
+            assert "certificate verify failed" in d.log_text(), log_tail(d)
+    finally:
+        peer.cleanup()

@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 
 #include "tests/unit/test_certs.h"
@@ -62,7 +63,8 @@ struct Shake {
 // Runs a handshake between two in-memory engines, then lets the client read what the server
 // sent after it (TLS 1.3 session tickets). Bounded: at most 20 round trips.
 Shake handshake(std::shared_ptr<const ContextSet> server, std::shared_ptr<const ContextSet> client,
-                SSL_SESSION* resume = nullptr, int max_version = 0, bool client_tickets = true) {
+                SSL_SESSION* resume = nullptr, int max_version = 0, bool client_tickets = true,
+                const std::function<void(SSL*)>& prepare = {}) {
   TlsEngine s(std::move(server), true);
   TlsEngine c(std::move(client), false, "mx.test.example");
   Shake r;
@@ -70,6 +72,7 @@ Shake handshake(std::shared_ptr<const ContextSet> server, std::shared_ptr<const 
   if (max_version) SSL_set_max_proto_version(c.ssl(), max_version);
   if (!client_tickets) SSL_set_options(c.ssl(), SSL_OP_NO_TICKET);
   if (resume) SSL_set_session(c.ssl(), resume);
+  if (prepare) prepare(c.ssl());
   for (int i = 0; i < 20; ++i) {
     std::string plain, to_server, to_client;
     if (c.pump(plain) == TlsEngine::Status::kError) r.error = "client: " + c.error();
@@ -482,6 +485,54 @@ TEST(TlsTickets, KeysRotateOnScheduleFromTheInjectedClock) {
   EXPECT_EQ(keys->ring()->previous, nullptr);
   EXPECT_EQ(keys->rotations(), 2u);
   EXPECT_EQ(keys->flushes(), 1u);
+}
+
+TEST(TlsClientSessions, ResumedOnlyUnderTheContextTheyWereMadeUnder) {
+  // Resumption skips the certificate check: a session made under policy "may" must never be
+  // resumed where "verify" applies, nor one made with a client certificate since replaced.
+  TlsRoles roles;
+  ASSERT_EQ(roles.reload(Role::kInboundMta, {ident(ec_cert())}, roles.options(Role::kInboundMta, 12h)), "");
+  auto server = roles.current(Role::kInboundMta);
+  ContextProvider out(Role::kOutboundMta);
+  ContextOptions co;
+  co.server = false;
+  ASSERT_EQ(out.publish(build_context({}, co)), "");
+  auto client = out.current();
+  for (int version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+    SCOPED_TRACE(version);
+    auto offer = [&](std::shared_ptr<const ContextSet> set, const std::string& name, SSL_SESSION* s, bool* offered) {
+      return [set, name, s, offered](SSL* ssl) { *offered = offer_client_session(ssl, *set, name, s); };
+    };
+    bool offered = true;
+    auto unverified = handshake(server, client, nullptr, version, true, offer(client, "", nullptr, &offered));
+    Session s1(unverified.session);
+    ASSERT_TRUE(unverified.ok) << unverified.error;
+    EXPECT_FALSE(offered);
+    auto strict = handshake(server, client, nullptr, version, true, offer(client, "mx.test.example", s1.get(), &offered));
+    Session s2(strict.session);
+    EXPECT_FALSE(offered);
+    EXPECT_FALSE(strict.reused);
+    // Same context: offered and resumed (each a fresh session: TLS 1.3 tickets are used once).
+    auto again = handshake(server, client, nullptr, version, true, offer(client, "mx.test.example", s2.get(), &offered));
+    Session s3(again.session);
+    EXPECT_TRUE(offered);
+    EXPECT_TRUE(again.reused);
+    auto other_name = handshake(server, client, nullptr, version, true, offer(client, "other.example", s3.get(), &offered));
+    Session s4(other_name.session);
+    EXPECT_FALSE(offered);
+    auto plain = handshake(server, client, nullptr, version, true, offer(client, "", s1.get(), &offered));
+    Session s5(plain.session);
+    EXPECT_TRUE(offered);
+    EXPECT_TRUE(plain.reused);
+    // A new outbound generation (client certificate or CA store replaced) starts afresh.
+    ASSERT_EQ(out.publish(build_context({}, co)), "");
+    auto next = out.current();
+    auto after = handshake(server, next, nullptr, version, true, offer(next, "", s5.get(), &offered));
+    Session s6(after.session);
+    EXPECT_FALSE(offered);
+    EXPECT_FALSE(after.reused);
+    client = next;
+  }
 }
 
 // --- the self-signed defaults ------------------------------------------------------------------
