@@ -216,8 +216,9 @@ std::string configure(SSL_CTX* ctx, const ContextOptions& opt) {
     return "";
   }
   SSL_CTX_set_timeout(ctx, static_cast<long>(std::max<int64_t>(opt.session_lifetime.count(), 1)));
-  if (!opt.tickets) {
+  if (!opt.tickets) {  // no tickets at all: neither TLS 1.2's nor TLS 1.3's (stateful ones included)
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    if (SSL_CTX_set_num_tickets(ctx, 0) != 1) return "cannot turn session tickets off: " + openssl_errors();
     return "";
   }
   return opt.tickets->attach(ctx);

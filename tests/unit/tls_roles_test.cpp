@@ -52,12 +52,17 @@ std::shared_ptr<const ContextSet> client_ctx() {
   return br.set;
 }
 
+struct SessionFree {
+  void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
+};
+using Session = std::unique_ptr<SSL_SESSION, SessionFree>;
+
 struct Shake {
   bool ok = false;
   bool reused = false;
   std::string error;
   std::string version;
-  SSL_SESSION* session = nullptr;  // the client's, owned by the caller
+  Session session;  // the client's
 };
 
 // Runs a handshake between two in-memory engines, then lets the client read what the server
@@ -87,17 +92,13 @@ Shake handshake(std::shared_ptr<const ContextSet> server, std::shared_ptr<const 
   r.ok = c.handshake_done() && s.handshake_done();
   r.reused = SSL_session_reused(c.ssl()) == 1;
   r.version = c.version();
-  r.session = SSL_get1_session(c.ssl());
+  r.session.reset(SSL_get1_session(c.ssl()));
   // A clean close: OpenSSL marks the session of an SSL freed without close_notify unresumable.
   c.shutdown();
   s.shutdown();
   return r;
 }
 
-struct SessionFree {
-  void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
-};
-using Session = std::unique_ptr<SSL_SESSION, SessionFree>;
 
 // --- building from PEM bytes -------------------------------------------------------------------
 
@@ -222,7 +223,6 @@ TEST(TlsBuild, ChainIsServedAndVerifies) {
   auto bare = build_context({ident(leaf)}, server_opts());
   ASSERT_TRUE(bare.set);
   EXPECT_FALSE(handshake(bare.set, client.set).ok);
-  SSL_SESSION_free(hs.session);
   std::filesystem::remove_all(dir);
 }
 
@@ -333,12 +333,12 @@ TEST_P(Resumption, SurvivesAReloadOfTheSameCertificate) {
   auto client = client_ctx();
   auto first = handshake(roles.current(Role::kInboundMta), client, nullptr, GetParam().version);
   ASSERT_TRUE(first.ok) << first.error;
-  Session s1(first.session);
+  Session s1(std::move(first.session));
   EXPECT_FALSE(first.reused);
   EXPECT_EQ(first.version, GetParam().name);
   ASSERT_EQ(roles.reload(Role::kInboundMta, {ident(ec_cert())}, opt), "");  // a new SSL_CTX, same certificate
   auto again = handshake(roles.current(Role::kInboundMta), client, s1.get(), GetParam().version);
-  Session s2(again.session);
+  Session s2(std::move(again.session));
   ASSERT_TRUE(again.ok) << again.error;
   EXPECT_TRUE(again.reused);
   EXPECT_GE(roles.tickets().tickets_accepted(), 1u);
@@ -352,10 +352,10 @@ TEST_P(Resumption, NeverAcrossACertificateSwap) {
   auto client = client_ctx();
   auto first = handshake(roles.current(Role::kInboundMta), client, nullptr, GetParam().version);
   ASSERT_TRUE(first.ok) << first.error;
-  Session s1(first.session);
+  Session s1(std::move(first.session));
   ASSERT_EQ(roles.reload(Role::kInboundMta, {ident(rsa_cert())}, opt), "");
   auto again = handshake(roles.current(Role::kInboundMta), client, s1.get(), GetParam().version);
-  Session s2(again.session);
+  Session s2(std::move(again.session));
   ASSERT_TRUE(again.ok) << again.error;
   EXPECT_FALSE(again.reused);
   // The full handshake presented the new certificate.
@@ -365,7 +365,7 @@ TEST_P(Resumption, NeverAcrossACertificateSwap) {
   // Nor from one role to another with the same certificate and keys.
   ASSERT_EQ(roles.reload(Role::kAdminConsole, {ident(rsa_cert())}, roles.options(Role::kAdminConsole, 12h)), "");
   auto other = handshake(roles.current(Role::kAdminConsole), client, s2.get(), GetParam().version);
-  Session s3(other.session);
+  Session s3(std::move(other.session));
   EXPECT_TRUE(other.ok);
   EXPECT_FALSE(other.reused);
 }
@@ -377,7 +377,7 @@ std::vector<Session> fresh_sessions(std::shared_ptr<const ContextSet> server, st
   for (int i = 0; i < n; ++i) {
     auto hs = handshake(server, client, nullptr, version);
     EXPECT_TRUE(hs.ok && !hs.reused) << hs.error;
-    out.emplace_back(hs.session);
+    out.push_back(std::move(hs.session));
   }
   return out;
 }
@@ -389,18 +389,18 @@ TEST_P(Resumption, NotAfterAFlush) {
   auto client = client_ctx();
   auto s = fresh_sessions(roles.current(Role::kInboundMta), client, GetParam().version, 2);
   auto before = handshake(roles.current(Role::kInboundMta), client, s[0].get(), GetParam().version);
-  Session b(before.session);
+  Session b(std::move(before.session));
   EXPECT_TRUE(before.reused);  // tickets work until the flush
   ASSERT_EQ(roles.flush_tickets(TicketKeys::Clock::now()), "");
   auto after = handshake(roles.current(Role::kInboundMta), client, s[1].get(), GetParam().version);
-  Session a(after.session);
+  Session a(std::move(after.session));
   ASSERT_TRUE(after.ok) << after.error;
   EXPECT_FALSE(after.reused);
   EXPECT_EQ(roles.tickets().tickets_unknown(), 1u);
   EXPECT_EQ(roles.tickets().flushes(), 1u);
   // The new session's ticket works.
   auto next = handshake(roles.current(Role::kInboundMta), client, a.get(), GetParam().version);
-  Session n(next.session);
+  Session n(std::move(next.session));
   EXPECT_TRUE(next.reused);
 }
 
@@ -414,18 +414,18 @@ TEST_P(Resumption, RotationKeepsThePreviousKeyForDecryptionOnly) {
   EXPECT_FALSE(roles.tick(t0 + 11h, 12h));
   EXPECT_TRUE(roles.tick(t0 + 12h, 12h));  // their key is the previous one now: decrypts only
   auto once = handshake(roles.current(Role::kInboundMta), client, s[0].get(), GetParam().version);
-  Session renewed(once.session);
+  Session renewed(std::move(once.session));
   EXPECT_TRUE(once.reused);
   EXPECT_TRUE(roles.tick(t0 + 24h, 12h));  // and gone now
   auto twice = handshake(roles.current(Role::kInboundMta), client, s[1].get(), GetParam().version);
-  Session t(twice.session);
+  Session t(std::move(twice.session));
   EXPECT_TRUE(twice.ok);
   EXPECT_FALSE(twice.reused);
   EXPECT_EQ(roles.tickets().tickets_unknown(), 1u);
   // The ticket the server sent when it accepted the previous key's was made under the then
   // current key, so that session lives on.
   auto later = handshake(roles.current(Role::kInboundMta), client, renewed.get(), GetParam().version);
-  Session l(later.session);
+  Session l(std::move(later.session));
   EXPECT_TRUE(later.reused);
   EXPECT_EQ(roles.tickets().rotations(), 2u);
 }
@@ -441,14 +441,14 @@ TEST(TlsTickets, AFlushAlsoEmptiesTheSessionCache) {
   auto server = roles.current(Role::kInboundMta);
   auto client = client_ctx();
   auto first = handshake(server, client, nullptr, TLS1_2_VERSION, false);
-  Session s1(first.session);
+  Session s1(std::move(first.session));
   ASSERT_TRUE(first.ok);
   auto again = handshake(server, client, s1.get(), TLS1_2_VERSION, false);
-  Session s2(again.session);
+  Session s2(std::move(again.session));
   EXPECT_TRUE(again.reused);
   ASSERT_EQ(roles.flush_tickets(TicketKeys::Clock::now()), "");
   auto after = handshake(server, client, s1.get(), TLS1_2_VERSION, false);
-  Session s3(after.session);
+  Session s3(std::move(after.session));
   EXPECT_TRUE(after.ok);
   EXPECT_FALSE(after.reused);
 }
@@ -458,9 +458,13 @@ TEST(TlsTickets, NoTicketsWhenRotationIsOff) {
   ASSERT_EQ(roles.reload(Role::kInboundMta, {ident(ec_cert())}, roles.options(Role::kInboundMta, 0ms)), "");
   auto client = client_ctx();
   auto first = handshake(roles.current(Role::kInboundMta), client, nullptr, TLS1_3_VERSION);
-  Session s1(first.session);
+  Session s1(std::move(first.session));
   ASSERT_TRUE(first.ok);
   EXPECT_EQ(roles.tickets().tickets_issued(), 0u);
+  auto again = handshake(roles.current(Role::kInboundMta), client, s1.get(), TLS1_3_VERSION);
+  Session s2(std::move(again.session));
+  EXPECT_TRUE(again.ok);
+  EXPECT_FALSE(again.reused);  // no stateful TLS 1.3 tickets either
   EXPECT_FALSE(roles.tick(TicketKeys::Clock::now() + 24h * 365, 0ms));
 }
 
@@ -505,30 +509,30 @@ TEST(TlsClientSessions, ResumedOnlyUnderTheContextTheyWereMadeUnder) {
     };
     bool offered = true;
     auto unverified = handshake(server, client, nullptr, version, true, offer(client, "", nullptr, &offered));
-    Session s1(unverified.session);
+    Session s1(std::move(unverified.session));
     ASSERT_TRUE(unverified.ok) << unverified.error;
     EXPECT_FALSE(offered);
     auto strict = handshake(server, client, nullptr, version, true, offer(client, "mx.test.example", s1.get(), &offered));
-    Session s2(strict.session);
+    Session s2(std::move(strict.session));
     EXPECT_FALSE(offered);
     EXPECT_FALSE(strict.reused);
     // Same context: offered and resumed (each a fresh session: TLS 1.3 tickets are used once).
     auto again = handshake(server, client, nullptr, version, true, offer(client, "mx.test.example", s2.get(), &offered));
-    Session s3(again.session);
+    Session s3(std::move(again.session));
     EXPECT_TRUE(offered);
     EXPECT_TRUE(again.reused);
     auto other_name = handshake(server, client, nullptr, version, true, offer(client, "other.example", s3.get(), &offered));
-    Session s4(other_name.session);
+    Session s4(std::move(other_name.session));
     EXPECT_FALSE(offered);
     auto plain = handshake(server, client, nullptr, version, true, offer(client, "", s1.get(), &offered));
-    Session s5(plain.session);
+    Session s5(std::move(plain.session));
     EXPECT_TRUE(offered);
     EXPECT_TRUE(plain.reused);
     // A new outbound generation (client certificate or CA store replaced) starts afresh.
     ASSERT_EQ(out.publish(build_context({}, co)), "");
     auto next = out.current();
     auto after = handshake(server, next, nullptr, version, true, offer(next, "", s5.get(), &offered));
-    Session s6(after.session);
+    Session s6(std::move(after.session));
     EXPECT_FALSE(offered);
     EXPECT_FALSE(after.reused);
     client = next;
