@@ -5,6 +5,9 @@
 // every server role, rotated on a schedule and flushed on an admin's request.
 // Readers (worker loops, the admin server) call current(role) and keep the shared_ptr for the
 // life of their SSL; publishing never waits for them.
+// A certificate change needs no ticket flush: every server set's session-id context is derived
+// from its role and certificates, so OpenSSL never resumes a session (ticket or cache) under a
+// set with other certificates. flush_tickets() is for an admin who replaced a key for cause.
 // Security-sensitive: which key material each role serves, and the ticket keys' life.
 #pragma once
 
