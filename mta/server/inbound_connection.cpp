@@ -55,7 +55,7 @@ void InboundConnection::start(int fd) {
   ci.ip = stream_->peer_ip();
   stream_->peer_addr(ci.family, ci.addr);
   ip_ = ci.ip;
-  bool tls_ok = cfg_->smtp.starttls && rt.inbound.current() != nullptr;
+  bool tls_ok = cfg_->smtp.starttls && rt.tls.current(tls::Role::kInboundMta) != nullptr;
   policy::ClientAddress who{ci.addr, ci.family};
   bool hold = policy::greet_pause_applies(*cfg_, who);
   session_ = std::make_unique<smtp::SmtpServerSession>(cfg_, ci, *this, tls_ok, hold);
@@ -158,7 +158,7 @@ void InboundConnection::after_session(bool progressed) {
     progressed = true;
   }
   if (session_->starttls_requested() && !stream_->tls_started()) {
-    auto ctx = w_.runtime().inbound.current();
+    auto ctx = w_.runtime().tls.current(tls::Role::kInboundMta);
     if (!stream_->start_tls(ctx, true)) {
       spdlog::error("session={} cannot start TLS", id_);
       w_.runtime().counters.tls_failures.fetch_add(1);
