@@ -19,7 +19,8 @@
 #include "base/log.h"
 #include "mta/client/mime_downgrade.h"
 #include "mta/queue/spool.h"
-#include "mta/worker.h"
+#include "mta/connection_host.h"
+#include "mta/dns/resolver.h"
 
 namespace postern::delivery {
 namespace {
@@ -90,12 +91,12 @@ bool points_to_own_listener(const sockaddr_storage& a, const Config& cfg) {
   return false;
 }
 
-void OutboundConnection::start(mta::Worker& w, DeliveryJob job, Done done) {
+void OutboundConnection::start(mta::ConnectionHost& w, DeliveryJob job, Done done) {
   auto* c = new OutboundConnection(w, std::move(job), std::move(done));
   c->resolve();
 }
 
-OutboundConnection::OutboundConnection(mta::Worker& w, DeliveryJob job, Done done)
+OutboundConnection::OutboundConnection(mta::ConnectionHost& w, DeliveryJob job, Done done)
     : w_(w), job_(std::move(job)), done_(std::move(done)), cfg_(w.runtime().config.load()) {
   uv_timer_init(w_.loop(), &timer_);
   timer_.data = this;
