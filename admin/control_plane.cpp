@@ -150,7 +150,7 @@ void ControlPlane::raise(const std::string& code, const std::string& severity, c
   auto lvl = severity == "info" ? spdlog::level::info : severity == "warning" ? spdlog::level::warn
                                                                                 : spdlog::level::err;
   spdlog::log(lvl, "event code={} severity={}{}{} {}", code, severity, queue_id.empty() ? "" : " queue_id=",
-              queue_id, text);
+              queue_id, esc(text, 2000));
   json e{{"node", node_}, {"code", code}, {"severity", severity}, {"text", text}, {"queue_id", queue_id},
          {"alert", alert}, {"at", static_cast<int64_t>(std::time(nullptr))}};
   if (!database_up()) {
@@ -279,13 +279,13 @@ void ControlPlane::on_notify(const std::string& channel, const std::string& payl
   if (from == node_) return;
   std::string kind = j.value("kind", "");
   if (kind == "reload") {
-    spdlog::info("notify: reload requested by node {}", from);
+    spdlog::info("notify: reload requested by node {}", esc(from));
     reload("node " + from);
   } else if (kind == "flush-tickets") {
-    spdlog::info("notify: session-ticket flush requested by node {}", from);
+    spdlog::info("notify: session-ticket flush requested by node {}", esc(from));
     flush_tickets("node " + from);
   } else if (kind == "event") {
-    spdlog::info("notify: event from node {} code={} id={}", from, j.value("code", ""), j.value("id", 0));
+    spdlog::info("notify: event from node {} code={} id={}", esc(from), esc(j.value("code", "")), j.value("id", 0));
   } else if (kind == "settings") {
     load_state();
   }

@@ -334,11 +334,11 @@ bool OutboundConnection::downgrade(smtp::ClientMessage& m) {
   std::string original, converted;
   bool read = jm && queue::Spool::read_message(jm->path, m.size, original);
   if (!read || !smtp::downgrade_to_7bit(original, converted)) {
-    spdlog::info("queue_id={} relay={} no 8BITMIME and the message {}", m.qid, remote_,
+    spdlog::info("queue_id={} relay={} no 8BITMIME and the message {}", m.qid, esc(remote_),
                  !read ? "could not be read for conversion" : "cannot be converted to 7-bit MIME");
     return false;
   }
-  spdlog::info("queue_id={} relay={} no 8BITMIME: converted to 7-bit MIME size={} converted_size={}", m.qid, remote_,
+  spdlog::info("queue_id={} relay={} no 8BITMIME: converted to 7-bit MIME size={} converted_size={}", m.qid, esc(remote_),
                m.size, converted.size());
   m.size = converted.size();
   m.downgraded = true;
