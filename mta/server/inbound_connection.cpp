@@ -153,6 +153,7 @@ void InboundConnection::on_stream_closed() {
 // starts again (a reply was produced, content arrived, TLS came up).
 void InboundConnection::after_session(bool progressed) {
   if (!stream_ || stream_->closing()) return;
+  if (session_->closed()) end_session();  // before the last reply goes out: the client may reconnect at once
   std::string out = session_->take_output();
   if (!out.empty()) {
     stream_->write(out);
