@@ -5,6 +5,8 @@
 #include <curl/curl.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
@@ -64,9 +66,10 @@ std::string when(int64_t t) {
   return buf;
 }
 
-void print_queue(const json& q) {
-  std::printf("%-16s %8s %4s %-5s %-19s %-30s %s\n", "QUEUE ID", "SIZE", "TRY", "HELD", "NEXT ATTEMPT", "SENDER",
-              "RECIPIENTS (pending)");
+void print_queue(const json& q, bool header) {
+  if (header)
+    std::printf("%-16s %8s %4s %-5s %-19s %-30s %s\n", "QUEUE ID", "SIZE", "TRY", "HELD", "NEXT ATTEMPT", "SENDER",
+                "RECIPIENTS (pending)");
   for (auto& m : q) {
     int pending = 0;
     std::string first;
@@ -80,6 +83,52 @@ void print_queue(const json& q) {
                 m["held"].get<bool>() ? "yes" : "no", when(m["next_attempt"].get<int64_t>()).c_str(),
                 from.empty() ? "<>" : from.c_str(), pending, first.c_str());
   }
+}
+
+int refused(long status, const std::string& body) {
+  auto j = json::parse(body, nullptr, false);
+  std::string why = !j.is_discarded() && j.is_object() && j.contains("error") ? j["error"].get<std::string>() : body;
+  std::cerr << "posternctl: " << (status ? std::to_string(status) + " " : "") << why << "\n";
+  return 1;
+}
+
+// queue list: GET /api/v1/queue page by page (--all follows next_after to the end; each request
+// stays bounded). Without --all, where the next page starts goes to stderr.
+int queue_list(Client& cl, size_t limit, std::string after, bool all, bool as_json) {
+  if (!std::all_of(after.begin(), after.end(), [](unsigned char c) { return std::isalnum(c) != 0; })) {
+    std::cerr << "posternctl: --after takes a queue ID\n";
+    return 2;
+  }
+  json merged = json::array();
+  size_t total = 0;
+  bool header = true;
+  for (int pages = 0; pages < 1'000'000; ++pages) {
+    std::string body, path = "/api/v1/queue?limit=" + std::to_string(limit);
+    if (!after.empty()) path += "&after=" + after;
+    long status = cl.call("GET", path, body);
+    if (status < 200 || status > 299) return refused(status, body);
+    auto j = json::parse(body, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("messages")) return refused(0, "unexpected answer: " + body);
+    total = j.value("total", size_t{0});
+    std::string next = j["next_after"].is_string() ? j["next_after"].get<std::string>() : "";
+    if (as_json && !all) {
+      std::cout << j.dump(2) << "\n";
+    } else if (as_json) {
+      for (auto& m : j["messages"]) merged.push_back(m);
+    } else {
+      print_queue(j["messages"], header);
+      header = false;
+    }
+    if (next.empty()) break;
+    if (!all) {
+      std::cerr << "posternctl: " << total << " messages in the queue; next page: posternctl queue list --after "
+                << next << (limit != 100 ? " --limit " + std::to_string(limit) : "") << "\n";
+      break;
+    }
+    after = next;
+  }
+  if (as_json && all) std::cout << json{{"total", total}, {"messages", merged}}.dump(2) << "\n";
+  return 0;
 }
 
 void print_message(const json& m) {
@@ -133,7 +182,14 @@ int main(int argc, char** argv) {
   std::string method, path;
   auto* queue = app.add_subcommand("queue", "the mail queue")->require_subcommand(1);
   std::string qid;
-  queue->add_subcommand("list", "messages in the queue")->callback([&] { method = "GET"; path = "/api/v1/queue"; });
+  size_t qlimit = 100;
+  std::string qafter;
+  bool qall = false;
+  auto* qlist = queue->add_subcommand("list", "messages in the queue, oldest first, one page at a time");
+  qlist->add_option("--limit", qlimit, "messages per page (1-1000)")->capture_default_str()->check(CLI::Range(1, 1000));
+  qlist->add_option("--after", qafter, "start after this queue ID (the last one of the previous page)");
+  qlist->add_flag("--all", qall, "follow the pages to the end of the queue");
+  qlist->callback([&] { method = "GET"; path = "/api/v1/queue"; });
   auto* show = queue->add_subcommand("show", "one message");
   show->add_option("queue_id", qid)->required();
   show->callback([&] { method = "GET"; path = "/api/v1/queue/" + qid; });
@@ -181,22 +237,21 @@ int main(int argc, char** argv) {
     return 2;
   }
   curl_global_init(CURL_GLOBAL_DEFAULT);
+  if (path == "/api/v1/queue") {
+    int rc = queue_list(cl, qlimit, qafter, qall, as_json);
+    curl_global_cleanup();
+    return rc;
+  }
   std::string body;
   long status = cl.call(method, path, body);
   curl_global_cleanup();
-  if (status < 200 || status > 299) {
-    auto j = json::parse(body, nullptr, false);
-    std::string why = !j.is_discarded() && j.is_object() && j.contains("error") ? j["error"].get<std::string>() : body;
-    std::cerr << "posternctl: " << (status ? std::to_string(status) + " " : "") << why << "\n";
-    return 1;
-  }
+  if (status < 200 || status > 299) return refused(status, body);
   auto j = json::parse(body, nullptr, false);
   if (as_json || j.is_discarded()) {
     std::cout << (j.is_discarded() ? body : j.dump(2)) << "\n";
     return 0;
   }
-  if (path == "/api/v1/queue") print_queue(j);
-  else if (path.rfind("/api/v1/queue/", 0) == 0 && method == "GET") print_message(j);
+  if (path.rfind("/api/v1/queue/", 0) == 0 && method == "GET") print_message(j);
   else if (path.rfind("/api/v1/events", 0) == 0 || path == "/api/v1/alerts") print_events(j);
   else if (path == "/api/v1/roles") print_roles(j);
   else std::cout << j.dump(2) << "\n";
