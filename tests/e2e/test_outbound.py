@@ -366,3 +366,47 @@ def test_pipelined_data_without_chunking():
             assert "BDAT" not in cmds and cmds.count("DATA") == 2, cmds
     finally:
         peer.cleanup()
+
+
+def test_test_clock_moves_the_queue_to_its_delay_warning_and_its_bounce():
+    """posternd --test-clock: a message deferred by the next hop gets its delay warning and then
+    its 4.4.7 bounce when the clock is moved, in seconds of real time, never hours."""
+    import email.utils
+    peer = Peer(tls=False, control={"rules": [{"at": "RCPT", "match": "alice@", "reply": "451 4.2.0 mailbox busy"}]})
+    try:
+        conf = relay_conf(peer, extra={"queue": {"min_backoff": "1h", "max_backoff": "4h", "lifetime": "2d",
+                                                 "delay_warning": "3h"}})
+        with running(conf, test_clock=True) as d:
+            t0 = time.time()
+            code, text = send_message(d.port, sender="sender@example.test",
+                                      body="Subject: stuck\r\nMessage-ID: <stuck@example.test>\r\n\r\nx\r\n")
+            assert code == 250, text
+            qid = QID.search(text).group(1)
+            d.wait_log("queue_id=%s deferred attempts=1 next_retry_in=3600s" % qid)
+            dsns = lambda: [m["body"].decode() for m in peer.messages() if m["mail_from"].startswith("FROM:<>")]
+            assert dsns() == [] and d.queued() == [qid]
+            # Three hours later: the retry is due, fails again, and the sender is warned once.
+            d.move_clock(3 * 3600 + 60)
+            d.wait_log("test clock: offset=10860s")
+            d.wait_log("queue_id=%s deferred attempts=2" % qid, 10)
+            wait_for(lambda: len(dsns()) == 1, 15, "the delay warning")
+            assert "Action: delayed" in dsns()[0] and "Status: 4.2.0" in dsns()[0]
+            assert d.envelope(qid)["delay_warned"] is True
+            # Past queue.lifetime: the next try is the last one, and the message bounces (4.4.7).
+            d.move_clock(2 * 86400 + 3600)
+            wait_for(lambda: len(dsns()) == 2, 20, "the bounce after the lifetime")
+            b = dsns()[1]
+            assert "Subject: Undelivered Mail Returned to Sender" in b
+            report = b.split("message/delivery-status")[1].split("message/rfc822")[0]
+            assert "Final-Recipient: rfc822; alice@example.test" in report
+            assert "Action: failed" in report and "Status: 4.4.7" in report, report
+            assert "delivery time expired after 3 attempts" in report
+            assert "Message-ID: <stuck@example.test>" in b
+            # The DSN is dated by the daemon's (moved) clock.
+            date = email.utils.parsedate_to_datetime(re.search(r"^Date: (.*)\r$", b, re.M).group(1)).timestamp()
+            assert abs(date - (time.time() + 2 * 86400 + 3600)) < 120, date
+            wait_for(lambda: qid not in d.queued(), 10, "the original removed")
+            assert not any("alice@" in r for m in peer.messages() for r in m["rcpts"])
+            assert time.time() - t0 < 60  # the two days took seconds
+    finally:
+        peer.cleanup()
