@@ -257,6 +257,10 @@ bool OutboundConnection::downgrade(smtp::ClientMessage& m) {
 
 void OutboundConnection::drive() {
   if (!session_ || !tcp_) return;
+  // Each result as soon as the session has it: on disk before the job ends (issue 9).
+  auto rs = session_->take_results();
+  if (!rs.empty() && job_.record) job_.record(rs, remote_);
+  for (auto& r : rs) results_.push_back(std::move(r));
   std::string out = session_->take_output();
   if (!out.empty()) send(out);
   if (session_->wants_starttls() && !tls_) start_tls();

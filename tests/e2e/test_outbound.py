@@ -410,3 +410,30 @@ def test_test_clock_moves_the_queue_to_its_delay_warning_and_its_bounce():
             assert time.time() - t0 < 60  # the two days took seconds
     finally:
         peer.cleanup()
+
+
+def test_a_crash_mid_job_does_not_resend_what_the_next_hop_took():
+    """Two messages in one job; the next hop takes the first, then stalls on the second's data;
+    posternd is killed then. The first was recorded (and retired) as soon as it was accepted, so
+    the restart sends only the second. (Before, results were kept until the whole job ended.)"""
+    import signal
+    peer = Peer(tls=False, control={"rules": [{"at": "EOD", "match": "second@", "sleep": 6, "times": 1}]})
+    try:
+        with running(relay_conf(peer, extra={"outbound": {"command_timeout": "30s"}}), deliver=False) as d:
+            q1 = QID.search(send_message(d.port, sender="first@remote.example")[1]).group(1)
+            q2 = QID.search(send_message(d.port, sender="second@remote.example")[1]).group(1)
+            assert d.queued() == sorted([q1, q2])
+            d.deliver = True  # both go in one job
+            d.write_config()
+            d.signal(signal.SIGHUP)
+            firsts = lambda: [m for m in peer.messages() if "first@" in m["mail_from"]]
+            wait_for(lambda: len(firsts()) == 1, 15, "the first message at the next hop")
+            wait_for(lambda: q1 not in d.queued(), 3, "the first retired while the job goes on")
+            assert q2 in d.queued()
+            d.kill9()  # the peer is still sleeping on the second message's data
+            d.start()
+            wait_for(lambda: d.queued() == [], 30, "the second delivered after the restart")
+            assert len(firsts()) == 1, "the first message was sent again"
+            assert any("second@" in m["mail_from"] for m in peer.messages())
+    finally:
+        peer.cleanup()
