@@ -437,3 +437,48 @@ def test_a_crash_mid_job_does_not_resend_what_the_next_hop_took():
             assert any("second@" in m["mail_from"] for m in peer.messages())
     finally:
         peer.cleanup()
+
+
+def test_queue_listing_is_paged_in_the_api_and_posternctl():
+    import json as _json
+    with running({}, deliver=False) as d:
+        ids = []
+        c = Smtp(d.port)
+        c.cmd("EHLO a")
+        for i in range(25):
+            assert c.cmd("MAIL FROM:<s%d@remote.example>" % i)[0] == 250
+            assert c.cmd("RCPT TO:<r%d@example.test>" % i)[0] == 250
+            c.cmd("DATA")
+            c.send("Subject: %d\r\n\r\nx\r\n.\r\n" % i)
+            code, text = c.reply()
+            assert code == 250, text
+            ids.append(QID.search(text).group(1))
+        c.cmd("QUIT")
+        assert ids == sorted(ids)  # queue IDs follow arrival
+        status, page = d.api("GET", "/api/v1/queue?limit=10")
+        assert status == 200, page
+        assert page["total"] == 25 and page["limit"] == 10
+        assert [m["queue_id"] for m in page["messages"]] == ids[:10]
+        assert page["next_after"] == ids[9]
+        assert page["messages"][3]["from"] == "s3@remote.example"
+        assert page["messages"][3]["recipients"][0]["address"] == "r3@example.test"
+        status, page = d.api("GET", "/api/v1/queue?limit=10&after=" + ids[19])
+        assert [m["queue_id"] for m in page["messages"]] == ids[20:] and page["next_after"] is None
+        status, page = d.api("GET", "/api/v1/queue")  # the default page (100) holds them all
+        assert len(page["messages"]) == 25 and page["next_after"] is None
+        for bad in ("limit=0", "limit=1001", "limit=x", "after=../x"):
+            status, body = d.api("GET", "/api/v1/queue?" + bad)
+            assert status == 400, (bad, status, body)
+        rc, out, err = d.ctl("queue", "list", "--limit", "10")
+        assert rc == 0, err
+        assert [l.split()[0] for l in out.splitlines()[1:]] == ids[:10], out
+        assert "25 messages in the queue; next page: posternctl queue list --after %s --limit 10" % ids[9] in err
+        rc, out, err = d.ctl("queue", "list", "--limit", "10", "--after", ids[9])
+        assert [l.split()[0] for l in out.splitlines()[1:]] == ids[10:20], out
+        rc, out, err = d.ctl("queue", "list", "--limit", "7", "--all")
+        assert rc == 0 and [l.split()[0] for l in out.splitlines()[1:]] == ids, out
+        rc, out, err = d.ctl("--json", "queue", "list", "--limit", "7", "--all")
+        j = _json.loads(out)
+        assert j["total"] == 25 and [m["queue_id"] for m in j["messages"]] == ids
+        rc, out, err = d.ctl("queue", "list", "--limit", "0")
+        assert rc != 0
