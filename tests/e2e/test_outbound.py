@@ -482,3 +482,16 @@ def test_queue_listing_is_paged_in_the_api_and_posternctl():
         assert j["total"] == 25 and [m["queue_id"] for m in j["messages"]] == ids
         rc, out, err = d.ctl("queue", "list", "--limit", "0")
         assert rc != 0
+
+
+def test_per_file_sync_mode_queues_and_relays():
+    peer = Peer(tls=False)
+    try:
+        with running(relay_conf(peer, extra={"queue": {"sync": "file"}})) as d:
+            code, text = send_message(d.port, body="Subject: per file\r\n\r\nx\r\n")
+            assert code == 250, text
+            wait_for(lambda: len(peer.messages()) == 1, 15, "delivery")
+            wait_for(lambda: d.queued() == [], 10, "queue empty")
+            d.wait_log("mode=file")  # the commit's debug line names how it synced
+    finally:
+        peer.cleanup()
