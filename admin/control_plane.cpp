@@ -114,7 +114,7 @@ void ControlPlane::start() {
 
   std::string token = ensure_token(cfg->state_dir);
   api_ = std::make_unique<AdminServer>(loop_, console_, token,
-                                       [this](const HttpRequest& r, Responder resp) { handle(r, std::move(resp)); });
+                                       [this](const HttpRequest& r, Responder resp) { handle(r, std::move(resp)); }, cfg->admin);
   ListenAddr a;
   parse_listen(cfg->admin_listen, a);
   api_->listen(a.host, a.port);
@@ -415,6 +415,16 @@ std::string ControlPlane::metrics() const {
   o << "postern_sessions_total " << c.sessions_total.load() << "\n";
   metric("postern_sessions_refused_total", "counter", "Inbound sessions refused by connection limits.");
   o << "postern_sessions_refused_total " << c.sessions_refused.load() << "\n";
+  metric("postern_sessions_write_stalled_total", "counter", "Sessions ended because the client did not read its replies.");
+  o << "postern_sessions_write_stalled_total " << c.sessions_write_stalled.load() << "\n";
+  metric("postern_smtp_improper_pipelining_total", "counter", "Sessions that sent a command before a reply they must wait for.");
+  o << "postern_smtp_improper_pipelining_total " << c.improper_pipelining.load() << "\n";
+  metric("postern_smtp_pregreet_total", "counter", "Sessions that talked before the greeting (smtp.greet_pause).");
+  o << "postern_smtp_pregreet_total " << c.pregreet.load() << "\n";
+  metric("postern_accept_paused_total", "counter", "Times the SMTP listeners paused: out of file descriptors.");
+  o << "postern_accept_paused_total " << c.accept_paused.load() << "\n";
+  metric("postern_session_limit", "gauge", "Inbound sessions accepted at once (smtp.max_sessions, or less if descriptors are short).");
+  o << "postern_session_limit " << rt_.session_limit.load() << "\n";
   metric("postern_messages_accepted_total", "counter", "Messages queued after 250 to DATA/BDAT.");
   o << "postern_messages_accepted_total " << c.messages_accepted.load() << "\n";
   metric("postern_messages_commit_failed_total", "counter", "Messages answered 451 because the spool could not commit them.");

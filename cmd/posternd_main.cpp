@@ -1,11 +1,21 @@
 // posternd_main.cpp — posternd: the control thread. Loads the config, sets up logging, the spool
 // and the TLS contexts, starts one worker loop per core, and handles signals: SIGHUP reloads the
 // config and certificates without dropping a session, SIGTERM/SIGINT drain and exit.
+//
+// Start-up order matters: the signal handlers come first (a SIGHUP during initdb must not kill
+// the daemon: it is acted on once start-up is done); the state directory is locked before the
+// spool is opened (one posternd per state directory); everything a worker calls back into
+// (on_queued, the scheduler) is in place before the first worker starts accepting.
+#include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -16,6 +26,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "conf/config.h"
+#include "mta/fd_budget.h"
 #include "mta/queue/scheduler.h"
 #include "mta/queue/spool.h"
 #include "mta/runtime.h"
@@ -37,7 +48,10 @@ struct Daemon {
   tls::ContextProvider console{tls::Role::kAdminConsole};
   std::unique_ptr<admin::ControlPlane> control;
   bool draining = false;
+  bool signals_open = false;
+  int state_lock = -1;
   uint64_t config_reload_failures = 0;
+  ~Daemon();
 };
 
 Daemon* g_daemon = nullptr;
@@ -70,6 +84,14 @@ bool reload_tls(tls::ContextProvider& p, const Config& cfg) {
   return true;
 }
 
+// Raises the descriptor limit to what the configuration needs, or says why it cannot.
+void apply_fd_budget(Daemon& d, const Config& cfg) {
+  auto b = mta::fit_fd_budget(cfg);
+  d.rt.session_limit = b.session_limit;
+  if (!b.warning.empty()) spdlog::warn("{}", b.warning);
+  else spdlog::info("descriptors: RLIMIT_NOFILE={} needed={} sessions={}", b.soft, b.needed, b.session_limit);
+}
+
 // SIGHUP, the admin API and NOTIFY from another node: one code path for every reload trigger.
 // Returns "" or what was refused.
 std::string reload(Daemon& d, const std::string& why) {
@@ -91,11 +113,64 @@ std::string reload(Daemon& d, const std::string& why) {
       spdlog::warn("reload: smtp.listen, server.state_dir, server.workers and queue.sync take effect at restart");
     if (auto err = ensure_default_cert(*next); !err.empty()) spdlog::error("reload: {}", err);
     d.rt.config.publish(next);
+    apply_fd_budget(d, *next);
     spdlog::info("reload: config applied from {}", next->path);
   }
   for (auto* p : {&d.rt.inbound, &d.rt.outbound, &d.console})
     if (!reload_tls(*p, *next)) failures += std::string(failures.empty() ? "" : "; ") + tls::role_name(p->role()) + " certificate refused";
   return failures;
+}
+
+void begin_drain(Daemon& d, const char* why);
+
+// Installed before anything slow: libuv records a signal at once and runs its callback in the
+// loop, which runs when start-up is done; until then no signal is fatal.
+void open_signals(Daemon& d) {
+  uv_signal_init(d.loop, &d.sighup);
+  uv_signal_start(&d.sighup, [](uv_signal_t*, int) { g_daemon->control->reload("SIGHUP"); }, SIGHUP);
+  uv_signal_init(d.loop, &d.sigterm);
+  uv_signal_start(&d.sigterm, [](uv_signal_t*, int) { begin_drain(*g_daemon, "SIGTERM"); }, SIGTERM);
+  uv_signal_init(d.loop, &d.sigint);
+  uv_signal_start(&d.sigint, [](uv_signal_t*, int) { begin_drain(*g_daemon, "SIGINT"); }, SIGINT);
+  d.signals_open = true;
+}
+
+void close_signals(Daemon& d) {
+  if (!d.signals_open) return;
+  d.signals_open = false;
+  for (auto* h : {&d.sighup, &d.sigterm, &d.sigint}) uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
+}
+
+Daemon::~Daemon() {
+  close_signals(*this);  // a signal after this must not find the handles
+  if (state_lock >= 0) ::close(state_lock);
+}
+
+// One posternd per state directory (a second would share the spool and the private cluster):
+// <state_dir>/posternd.pid, flock()ed for the life of the process, names its PID.
+std::string lock_state_dir(Daemon& d, const std::string& dir) {
+  std::string path = dir + "/posternd.pid";
+  d.state_lock = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (d.state_lock < 0) return "cannot open " + path + ": " + std::strerror(errno);
+  if (::flock(d.state_lock, LOCK_EX | LOCK_NB) != 0) {
+    char buf[24] = {};
+    ssize_t n = ::pread(d.state_lock, buf, sizeof buf - 1, 0);
+    std::string pid = n > 0 ? std::to_string(std::atol(buf)) : "?";
+    return "another posternd (pid " + pid + ") is running with the state directory " + dir +
+           ": stop it first (kill -TERM " + pid + "), or give this one its own server.state_dir";
+  }
+  std::string pid = std::to_string(getpid()) + "\n";
+  if (::ftruncate(d.state_lock, 0) != 0 || ::pwrite(d.state_lock, pid.data(), pid.size(), 0) < 0)
+    spdlog::warn("cannot write {}: {}", path, std::strerror(errno));
+  return "";
+}
+
+// A start-up step failed: say so on stderr and in the log, in one line.
+int start_failed(Daemon& d, const std::string& what) {
+  spdlog::critical("{}", what);
+  std::cerr << "posternd: " << what << "\n";
+  close_signals(d);
+  return 1;
 }
 
 void begin_drain(Daemon& d, const char* why) {
@@ -104,9 +179,7 @@ void begin_drain(Daemon& d, const char* why) {
   auto cfg = d.rt.config.load();
   spdlog::info("{}: draining, deadline {} ms", why, cfg->drain_timeout.count());
   for (auto& w : d.workers) w->drain(cfg->drain_timeout);
-  uv_close(reinterpret_cast<uv_handle_t*>(&d.sighup), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&d.sigterm), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&d.sigint), nullptr);
+  close_signals(d);
   uv_close(reinterpret_cast<uv_handle_t*>(&d.tick), nullptr);
   // Keep the scheduler taking results until every worker has finished, then stop it.
   uv_timer_init(d.loop, &d.drain_watch);
@@ -120,6 +193,10 @@ void begin_drain(Daemon& d, const char* why) {
 }
 
 int run(const std::string& config_path, const std::string& test_clock) {
+  std::unique_ptr<OffsetFileClock> clock;  // outlives the daemon that reads it
+  Daemon d;
+  g_daemon = &d;
+  open_signals(d);
   auto cfg = std::make_shared<const Config>(load_config(config_path));
   namespace fs = std::filesystem;
   fs::create_directories(cfg->state_dir);
@@ -127,9 +204,7 @@ int run(const std::string& config_path, const std::string& test_clock) {
   if (!log_file.empty()) fs::create_directories(fs::path(log_file).parent_path());
   setup_logging(log_file, cfg->log_level);
 
-  std::unique_ptr<OffsetFileClock> clock;  // outlives the daemon that reads it
-  Daemon d;
-  g_daemon = &d;
+  if (auto err = lock_state_dir(d, cfg->state_dir); !err.empty()) return start_failed(d, err);
   d.rt.config.publish(cfg);
   if (!test_clock.empty()) {  // testing only: see base/clock.h
     clock = std::make_unique<OffsetFileClock>(test_clock);
@@ -137,17 +212,20 @@ int run(const std::string& config_path, const std::string& test_clock) {
     spdlog::warn("test clock in use: time is shifted by the offset in {} (now {}s); never run a real MTA so",
                  test_clock, clock->offset().count() / 1'000'000'000);
   }
-  if (auto err = ensure_default_cert(*cfg); !err.empty()) {
-    spdlog::critical("cannot create the default_mta certificate: {}", err);
-    return 1;
-  }
-  if (cfg->smtp.starttls && !reload_tls(d.rt.inbound, *cfg)) return 1;
-  if (!reload_tls(d.rt.outbound, *cfg)) return 1;
-  if (!reload_tls(d.console, *cfg)) return 1;
+  apply_fd_budget(d, *cfg);
+  if (auto err = ensure_default_cert(*cfg); !err.empty())
+    return start_failed(d, "cannot create the default certificates: " + err);
+  if (cfg->smtp.starttls && !reload_tls(d.rt.inbound, *cfg)) return start_failed(d, "the inbound_mta certificate was refused");
+  if (!reload_tls(d.rt.outbound, *cfg)) return start_failed(d, "the outbound_mta certificate was refused");
+  if (!reload_tls(d.console, *cfg)) return start_failed(d, "the admin_console certificate was refused");
   queue::SpoolOptions so;
   so.sync = cfg->queue.sync_per_file ? queue::SyncMode::kFile : queue::SyncMode::kSyncfs;
   so.clock = d.rt.clock;
-  d.spool = std::make_unique<queue::Spool>(cfg->state_dir + "/queue", so);
+  try {
+    d.spool = std::make_unique<queue::Spool>(cfg->state_dir + "/queue", so);
+  } catch (const std::exception& e) {  // the directory, or a kernel whose syncfs hides errors
+    return start_failed(d, e.what());
+  }
   d.rt.spool = d.spool.get();
   d.rt.spool_free_bytes = d.spool->free_bytes();
 
@@ -158,11 +236,8 @@ int run(const std::string& config_path, const std::string& test_clock) {
       d.workers.back()->bind(cfg->smtp.listen);
     }
   } catch (const std::exception& e) {
-    spdlog::critical("{}", e.what());
-    std::cerr << "posternd: " << e.what() << "\n";
-    return 1;
+    return start_failed(d, e.what());
   }
-  for (auto& w : d.workers) w->start();
   std::vector<mta::Worker*> ws;
   for (auto& w : d.workers) ws.push_back(w.get());
   d.scheduler = std::make_unique<mta::Scheduler>(
@@ -172,14 +247,16 @@ int run(const std::string& config_path, const std::string& test_clock) {
   d.rt.on_queued = [s = d.scheduler.get()](const Envelope& env) { s->submit(env); };
   d.spool->recover([&d](Envelope&& env) { d.scheduler->load(std::move(env)); });
   d.scheduler->loaded();
+  // Only now: a message a worker commits finds on_queued and the scheduler in place.
+  for (auto& w : d.workers) w->start();
   d.control = std::make_unique<admin::ControlPlane>(
       d.loop, d.rt, *d.scheduler, d.console,
       admin::ControlPlane::Hooks{[](const std::string& why) { return reload(*g_daemon, why); }});
   try {
     d.control->start();
   } catch (const std::exception& e) {
-    spdlog::critical("{}", e.what());
-    std::cerr << "posternd: " << e.what() << "\n";
+    start_failed(d, e.what());
+    d.draining = true;
     d.control->stop();
     for (auto& w : d.workers) w->drain(std::chrono::milliseconds(0));
     d.scheduler->stop();
@@ -188,12 +265,6 @@ int run(const std::string& config_path, const std::string& test_clock) {
     return 1;
   }
 
-  uv_signal_init(d.loop, &d.sighup);
-  uv_signal_start(&d.sighup, [](uv_signal_t*, int) { g_daemon->control->reload("SIGHUP"); }, SIGHUP);
-  uv_signal_init(d.loop, &d.sigterm);
-  uv_signal_start(&d.sigterm, [](uv_signal_t*, int) { begin_drain(*g_daemon, "SIGTERM"); }, SIGTERM);
-  uv_signal_init(d.loop, &d.sigint);
-  uv_signal_start(&d.sigint, [](uv_signal_t*, int) { begin_drain(*g_daemon, "SIGINT"); }, SIGINT);
   uv_timer_init(d.loop, &d.tick);
   uv_timer_start(&d.tick, [](uv_timer_t*) {
     auto& dm = *g_daemon;
@@ -230,7 +301,7 @@ int main(int argc, char** argv) {
   CLI::App app{"posternd - the Postern mail transfer agent and mail security gateway"};
   std::string config = "conf/postern.toml";
   std::string test_clock;
-  bool check = false;
+  bool check = false, print_listen = false;
   app.add_option("-c,--config", config, "configuration file")->capture_default_str();
   app.add_flag("--check", check, "validate the configuration and exit");
   app.add_option("--test-clock", test_clock,
@@ -239,10 +310,23 @@ int main(int argc, char** argv) {
                  "empty: 0); FILE is re-read at most every 100 ms. libuv timers and socket timeouts are not "
                  "shifted. Never use it on a real MTA.")
       ->type_name("FILE");
+  app.add_flag("--print-listen", print_listen,
+               "validate the configuration, print the addresses posternd listens on (\"smtp HOST:PORT\", "
+               "\"admin HOST:PORT\", one a line) and exit");
   app.set_version_flag("--version", std::string("posternd ") + POSTERN_VERSION);
   CLI11_PARSE(app, argc, argv);
   signal(SIGPIPE, SIG_IGN);
   try {
+    if (print_listen) {
+      auto cfg = postern::load_config(config);
+      auto show = [](const std::string& h, unsigned port) {
+        return (h.find(':') != std::string::npos ? "[" + h + "]" : h) + ":" + std::to_string(port);
+      };
+      for (auto& a : cfg.smtp.listen) std::cout << "smtp " << show(a.host, a.port) << "\n";
+      postern::ListenAddr admin;
+      if (postern::parse_listen(cfg.admin_listen, admin)) std::cout << "admin " << show(admin.host, admin.port) << "\n";
+      return 0;
+    }
     if (check) {
       postern::load_config(config);
       std::cout << config << ": configuration OK\n";

@@ -262,6 +262,8 @@ Config parse_config(std::string_view text, const std::string& path) {
   smtp.duration("idle_timeout", c.smtp.idle_timeout);
   smtp.duration("data_timeout", c.smtp.data_timeout);
   smtp.duration("max_session_duration", c.smtp.max_session_duration);
+  smtp.duration("write_timeout", c.smtp.write_timeout);
+  smtp.duration("close_timeout", c.smtp.close_timeout);
   std::string bare_lf = "reject";
   smtp.str("bare_lf", bare_lf);
   if (bare_lf == "reject") c.smtp.bare_lf = BareLfPolicy::kReject;
@@ -271,6 +273,19 @@ Config parse_config(std::string_view text, const std::string& path) {
   smtp.str("tls_cert_file", c.smtp.tls_cert_file);
   smtp.str("tls_key_file", c.smtp.tls_key_file);
   smtp.boolean("starttls", c.smtp.starttls);
+  smtp.boolean("forbid_unauth_pipelining", c.smtp.forbid_unauth_pipelining);
+  smtp.uint("max_header_size", c.smtp.max_header_size, 1024, 1ull << 30);
+  std::string long_lines = "fold";
+  smtp.str("long_lines", long_lines);
+  if (long_lines == "fold") c.smtp.long_lines = LongLinePolicy::kFold;
+  else if (long_lines == "reject") c.smtp.long_lines = LongLinePolicy::kReject;
+  else if (long_lines == "accept") c.smtp.long_lines = LongLinePolicy::kAccept;
+  else fail("smtp.long_lines", "must be \"fold\", \"reject\" or \"accept\"");
+  smtp.uint("max_hops", c.smtp.max_hops, 1, 1000);
+  smtp.duration("greet_pause", c.smtp.greet_pause, true);
+  if (c.smtp.greet_pause > std::chrono::minutes(5))
+    fail("smtp.greet_pause", "must be at most 5m (clients wait 5 minutes for a greeting, RFC 5321 4.5.3.2.1)");
+  smtp.strings("session_limit_exceptions", c.smtp.session_limit_exception_texts);
   smtp.finish();
   if (c.smtp.tls_cert_file.empty() != c.smtp.tls_key_file.empty())
     fail("smtp.tls_key_file", "tls_cert_file and tls_key_file are set together or not at all");
@@ -279,11 +294,29 @@ Config parse_config(std::string_view text, const std::string& path) {
   relay.strings("domains", c.relay.domains);
   for (auto& d : c.relay.domains) d = lower(d);
   relay.strings("networks", c.relay.network_texts);
+  relay.str("recipient_map", c.relay.recipient_map);
+  relay.str("recipient_delimiter", c.relay.recipient_delimiter);
   relay.finish();
+  if (c.relay.recipient_delimiter.size() > 8 ||
+      c.relay.recipient_delimiter.find_first_of("@\"\\ \t.") != std::string::npos)
+    fail("relay.recipient_delimiter", "must be a few characters such as \"+\" (not @, quotes, dots or spaces)");
+  if (!c.relay.recipient_map.empty())
+    c.relay.recipients = std::make_shared<const RecipientTable>(load_recipient_table(c.relay.recipient_map, "relay.recipient_map"));
   for (auto& n : c.relay.network_texts) {
     Network net;
     if (!parse_network(n, net)) fail("relay.networks", "bad network '" + n + "' (use CIDR like 10.0.0.0/8)");
     c.relay.networks.push_back(net);
+  }
+  for (auto& n : c.smtp.session_limit_exception_texts) {
+    if (n == "relay.networks") {
+      c.smtp.session_limit_exceptions.insert(c.smtp.session_limit_exceptions.end(), c.relay.networks.begin(),
+                                             c.relay.networks.end());
+      continue;
+    }
+    Network net;
+    if (!parse_network(n, net))
+      fail("smtp.session_limit_exceptions", "bad network '" + n + "' (use CIDR like 10.0.0.0/8, or \"relay.networks\")");
+    c.smtp.session_limit_exceptions.push_back(net);
   }
 
   if (auto* routes = top.table("routes")) {
@@ -310,6 +343,8 @@ Config parse_config(std::string_view text, const std::string& path) {
   out.str("ca_file", c.outbound.ca_file);
   out.duration("connect_timeout", c.outbound.connect_timeout);
   out.duration("command_timeout", c.outbound.command_timeout);
+  out.duration("data_timeout", c.outbound.data_timeout);
+  out.duration("final_reply_timeout", c.outbound.final_reply_timeout);
   out.uint("destination_concurrency", c.outbound.destination_concurrency, 1, 10000);
   out.uint("max_connections", c.outbound.max_connections, 1, 100000);
   out.uint("messages_per_connection", c.outbound.messages_per_connection, 1, 10000);
@@ -319,7 +354,11 @@ Config parse_config(std::string_view text, const std::string& path) {
     for (auto& [k, v] : *pol) {
       std::string key = "outbound.tls_policy." + std::string(k.str());
       if (!v.is_string()) fail(key, "must be one of none, may, encrypt, verify");
-      c.outbound.tls_policy[lower(std::string(k.str()))] = parse_tls_level(key, *v.value<std::string>());
+      std::string dom = lower(std::string(k.str()));
+      if (!dom.empty() && dom.back() == '.') dom.pop_back();
+      if (dom.empty() || dom == "." || dom.find_first_of(" \t[]:@") != std::string::npos)
+        fail(key, "must name a domain (\"example.com\") or its subdomains (\".example.com\")");
+      c.outbound.tls_policy[dom] = parse_tls_level(key, *v.value<std::string>());
     }
   }
   out.finish();
@@ -339,6 +378,12 @@ Config parse_config(std::string_view text, const std::string& path) {
 
   Section admin(top.table("admin"), "admin");
   admin.str("listen", c.admin_listen);
+  admin.uint("max_connections", c.admin.max_connections, 1, 100000);
+  admin.uint("max_header_size", c.admin.max_header_size, 1024, 1 << 20);
+  admin.uint("max_body_size", c.admin.max_body_size, 0, 1ull << 30);
+  admin.duration("request_timeout", c.admin.request_timeout);
+  admin.duration("idle_timeout", c.admin.idle_timeout);
+  admin.duration("write_timeout", c.admin.write_timeout);
   admin.finish();
   Section euq(top.table("euq"), "euq");
   euq.str("listen", c.euq_listen);

@@ -7,9 +7,12 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "conf/recipient_table.h"
 
 namespace postern {
 
@@ -30,6 +33,14 @@ struct NextHop {
 
 enum class BareLfPolicy { kReject, kNormalize };
 enum class TlsLevel { kNone, kMay, kEncrypt, kVerify };
+// Message lines over 998 octets (RFC 5322 2.1.1): broken with CRLF SP, refused, or kept.
+enum class LongLinePolicy { kFold, kReject, kAccept };
+
+struct Network {
+  unsigned char addr[16] = {};
+  int family = 0;  // AF_INET or AF_INET6
+  int prefix = 0;
+};
 
 struct SmtpConfig {
   std::vector<ListenAddr> listen{{"127.0.0.1", 2525}};
@@ -43,41 +54,63 @@ struct SmtpConfig {
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};
   std::chrono::milliseconds data_timeout{std::chrono::minutes(3)};
   std::chrono::milliseconds max_session_duration{std::chrono::hours(1)};
+  // Transport: replies that make no write progress this long end the session; a session that
+  // is closing (221, 421) is gone after close_timeout whatever the client does.
+  std::chrono::milliseconds write_timeout{std::chrono::minutes(2)};
+  std::chrono::milliseconds close_timeout{std::chrono::seconds(10)};
   BareLfPolicy bare_lf = BareLfPolicy::kReject;
   uint64_t min_free_space = 64ull << 20;
   std::string tls_cert_file;  // empty: <state_dir>/certs/default_mta.crt (made at first start)
   std::string tls_key_file;
   bool starttls = true;
-};
-
-struct Network {
-  unsigned char addr[16] = {};
-  int family = 0;  // AF_INET or AF_INET6
-  int prefix = 0;
+  bool forbid_unauth_pipelining = true;  // a command sent before a reply it must wait for: 554, close
+  uint64_t max_header_size = 102400;     // bytes of the header section; more: 552 5.3.4
+  LongLinePolicy long_lines = LongLinePolicy::kFold;
+  uint32_t max_hops = 30;                // Received: fields a message may arrive with; more: 554 5.4.6
+  std::chrono::milliseconds greet_pause{0};  // 0 = greet at once
+  // Clients not counted against max_sessions_per_ip; "relay.networks" in the text stands for
+  // that list (the default, like Postfix's smtpd_client_event_limit_exceptions = $mynetworks).
+  std::vector<std::string> session_limit_exception_texts{"relay.networks"};
+  std::vector<Network> session_limit_exceptions;  // resolved at load
 };
 
 struct RelayConfig {
   std::vector<std::string> domains{"example.test"};
   std::vector<Network> networks;
   std::vector<std::string> network_texts{"127.0.0.0/8"};
+  // relay.recipient_map: "" = off; else every recipient at relay.domains must be listed
+  // (policy/recipient_map.h), or RCPT gets 550 5.1.1. Loaded with the configuration.
+  std::string recipient_map;
+  std::string recipient_delimiter;  // e.g. "+": user+tag@ is looked up as itself, then as user@
+  std::shared_ptr<const RecipientTable> recipients;  // loaded from recipient_map; null when off
 };
 
 struct OutboundConfig {
   TlsLevel tls = TlsLevel::kMay;
   std::vector<std::string> dns_servers;
-  std::map<std::string, TlsLevel> tls_policy;
+  std::map<std::string, TlsLevel> tls_policy;  // "domain" or ".domain" (its subdomains); policy/tls_policy.h
   std::string ca_file;
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};
   std::chrono::milliseconds command_timeout{std::chrono::minutes(5)};
+  // RFC 5321 4.5.3.2: the body may take as long as it needs while it makes progress (no data
+  // block may wait longer than data_timeout), and the final reply gets final_reply_timeout.
+  std::chrono::milliseconds data_timeout{std::chrono::minutes(3)};
+  std::chrono::milliseconds final_reply_timeout{std::chrono::minutes(10)};
   uint32_t destination_concurrency = 20;
   uint32_t max_connections = 200;
   uint32_t messages_per_connection = 50;
   uint16_t mx_port = 25;  // port for next hops found by MX lookup (tests use another)
   std::chrono::milliseconds connection_cache_time{std::chrono::seconds(2)};  // 0 = no cache
-  TlsLevel level_for(const std::string& domain) const {
-    auto it = tls_policy.find(domain);
-    return it == tls_policy.end() ? tls : it->second;
-  }
+};
+
+// Limits of an HTTPS listener (admin API now; the consoles and servers to come).
+struct HttpLimits {
+  uint32_t max_connections = 64;
+  uint64_t max_header_size = 16 * 1024;  // request line and headers
+  uint64_t max_body_size = 1 << 20;
+  std::chrono::milliseconds request_timeout{std::chrono::seconds(30)};  // first byte -> complete
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds(60)};     // waiting for a request
+  std::chrono::milliseconds write_timeout{std::chrono::seconds(30)};    // no write progress
 };
 
 struct QueueConfig {
@@ -107,6 +140,7 @@ struct Config {
   OutboundConfig outbound;
   QueueConfig queue;
   std::string admin_listen = "127.0.0.1:8445";
+  HttpLimits admin;
   std::string euq_listen = "127.0.0.1:8447";
   std::string database_url;
 

@@ -15,6 +15,7 @@
 #include "conf/config.h"
 #include "mta/queue/spool.h"
 #include "tls/context_provider.h"
+#include "tls/session_cache.h"
 
 namespace postern::mta {
 
@@ -32,6 +33,10 @@ struct Counters {
   std::atomic<uint64_t> rcpts_deferred{0};
   std::atomic<uint64_t> rcpts_bounced{0};
   std::atomic<uint64_t> dsns_generated{0};
+  std::atomic<uint64_t> sessions_write_stalled{0};  // ended: the client did not read its replies
+  std::atomic<uint64_t> accept_paused{0};           // the listeners paused: out of descriptors
+  std::atomic<uint64_t> improper_pipelining{0};     // sessions that sent before a reply they must wait for
+  std::atomic<uint64_t> pregreet{0};                // sessions that talked before the greeting
 };
 
 class IpLimiter {
@@ -49,10 +54,13 @@ struct Runtime {
   Snapshot<Config> config;
   tls::ContextProvider inbound{tls::Role::kInboundMta};
   tls::ContextProvider outbound{tls::Role::kOutboundMta};
+  tls::SessionCache tls_sessions;  // outbound sessions to resume, shared by the workers
   queue::Spool* spool = nullptr;
   IpLimiter ip_limits;
   Counters counters;
   std::atomic<uint64_t> spool_free_bytes{UINT64_MAX};  // refreshed by the control loop
+  // smtp.max_sessions, or less when the descriptor limit cannot hold that many (see fd_budget.h).
+  std::atomic<uint32_t> session_limit{2000};
   // Time for everything with a deadline (base/clock.h); posternd --test-clock replaces it.
   const Clock* clock = &real_clock();
   // Called (from the committer thread) for every message committed by the inbound side.

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <stdexcept>
@@ -39,51 +40,21 @@ Worker::Worker(Runtime& rt, unsigned index) : rt_(rt), index_(index) {
 
 Worker::~Worker() {
   join();
-  for (auto& [k, s] : tls_sessions_) SSL_SESSION_free(s);
   uv_loop_close(&loop_);
 }
 
 void Worker::bind(const std::vector<ListenAddr>& addrs) {
   for (auto& a : addrs) {
-    sockaddr_storage ss{};
-    socklen_t len;
-    int family;
-    if (a.host.find(':') != std::string::npos) {
-      auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
-      s6->sin6_family = AF_INET6;
-      s6->sin6_port = htons(a.port);
-      inet_pton(AF_INET6, a.host.c_str(), &s6->sin6_addr);
-      len = sizeof *s6;
-      family = AF_INET6;
-    } else {
-      auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
-      s4->sin_family = AF_INET;
-      s4->sin_port = htons(a.port);
-      inet_pton(AF_INET, a.host.c_str(), &s4->sin_addr);
-      len = sizeof *s4;
-      family = AF_INET;
-    }
-    // Debian's libuv 1.44 has no UV_TCP_REUSEPORT: make the socket ourselves.
-    int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0 || ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
-        (family == AF_INET6 && ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
-        ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-      std::string err = std::strerror(errno);
-      if (fd >= 0) ::close(fd);
-      throw std::runtime_error("cannot listen on " + a.host + ":" + std::to_string(a.port) + ": " + err);
-    }
-    auto* tcp = new uv_tcp_t;
-    uv_tcp_init(&loop_, tcp);
-    tcp->data = this;
-    int r = uv_tcp_open(tcp, fd);
-    if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(tcp), 1024, on_connection);
-    if (r != 0) {
-      uv_close(reinterpret_cast<uv_handle_t*>(tcp), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-      throw std::runtime_error("cannot listen on " + a.host + ":" + std::to_string(a.port) + ": " + uv_strerror(r));
-    }
-    listeners_.push_back(tcp);
+    auto l = std::make_unique<tls::Acceptor>(&loop_, "smtp worker=" + std::to_string(index_), [this](int fd) {
+      if (draining_) {
+        ::close(fd);
+        return;
+      }
+      InboundConnection::accept(*this, fd);
+    });
+    l->count_pauses_in(&rt_.counters.accept_paused);
+    l->listen(a.host, a.port, true);
+    listeners_.push_back(std::move(l));
   }
 }
 
@@ -115,15 +86,6 @@ void Worker::on_async(uv_async_t* a) {
   for (auto& t : tasks) t();
 }
 
-void Worker::on_connection(uv_stream_t* server, int status) {
-  auto* w = static_cast<Worker*>(server->data);
-  if (status < 0) {
-    spdlog::warn("worker={} accept error: {}", w->index_, uv_strerror(status));
-    return;
-  }
-  InboundConnection::accept(*w, server);
-}
-
 uint64_t Worker::register_conn(InboundConnection* c) {
   static std::atomic<uint64_t> next{1};  // unique across workers, so logs can key on it
   uint64_t id = next.fetch_add(1);
@@ -148,8 +110,10 @@ void Worker::drain(std::chrono::milliseconds deadline) {
 void Worker::begin_drain(std::chrono::milliseconds deadline) {
   if (draining_) return;
   draining_ = true;
-  for (auto* l : listeners_)
-    uv_close(reinterpret_cast<uv_handle_t*>(l), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+  for (auto& l : listeners_) {
+    auto* raw = l.release();
+    raw->close([raw] { delete raw; });
+  }
   listeners_.clear();
   std::vector<InboundConnection*> all;
   for (auto& [id, c] : conns_) all.push_back(c);
@@ -191,17 +155,6 @@ dns::Resolver& Worker::resolver() {
     if (!resolver_->init_error().empty()) spdlog::error("worker={} DNS: {}", index_, resolver_->init_error());
   }
   return *resolver_;
-}
-
-SSL_SESSION* Worker::tls_session(const std::string& key) {
-  auto it = tls_sessions_.find(key);
-  return it == tls_sessions_.end() ? nullptr : it->second;
-}
-
-void Worker::store_tls_session(const std::string& key, SSL_SESSION* s) {
-  auto& slot = tls_sessions_[key];
-  if (slot) SSL_SESSION_free(slot);
-  slot = s;
 }
 
 void Worker::unpark(delivery::OutboundConnection* c) {

@@ -5,8 +5,10 @@
 
 #include <uv.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -17,6 +19,7 @@
 #include "mta/delivery/delivery_job.h"
 #include "mta/dns/resolver.h"
 #include "mta/runtime.h"
+#include "tls/acceptor.h"
 
 namespace postern::mta {
 
@@ -44,15 +47,12 @@ class Worker {
   bool finished() const { return finished_flag_.load(); }
   unsigned index() const { return index_; }
   uv_loop_t* loop() { return &loop_; }
-  char* read_buffer() { return read_buf_; }
   uint64_t register_conn(InboundConnection* c);
   void unregister_conn(uint64_t id);
   InboundConnection* find_conn(uint64_t id);
   // Outbound delivery on this loop.
   void deliver(delivery::DeliveryJob job, std::function<void(delivery::JobResult)> done);
   dns::Resolver& resolver();
-  SSL_SESSION* tls_session(const std::string& key);
-  void store_tls_session(const std::string& key, SSL_SESSION* s);  // takes ownership
   void outbound_started(delivery::OutboundConnection* c) { outbound_.insert(c); }
   void outbound_finished(delivery::OutboundConnection* c);
   // The connection cache: open connections waiting for the next job to their destination.
@@ -65,7 +65,6 @@ class Worker {
 
  private:
   static void on_async(uv_async_t* a);
-  static void on_connection(uv_stream_t* server, int status);
   void begin_drain(std::chrono::milliseconds deadline);
   void maybe_finish();
 
@@ -76,18 +75,16 @@ class Worker {
   uv_timer_t drain_timer_{};
   std::mutex mu_;
   std::vector<std::function<void()>> tasks_;
-  std::vector<uv_tcp_t*> listeners_;
+  std::vector<std::unique_ptr<tls::Acceptor>> listeners_;
   std::unordered_map<uint64_t, InboundConnection*> conns_;
   uint64_t pending_commits_ = 0;
   std::unique_ptr<dns::Resolver> resolver_;
-  std::unordered_map<std::string, SSL_SESSION*> tls_sessions_;
   std::unordered_set<delivery::OutboundConnection*> outbound_;
   std::unordered_multimap<std::string, delivery::OutboundConnection*> idle_;
   bool draining_ = false;
   bool finished_ = false;
   std::atomic<bool> finished_flag_{false};
   std::thread thread_;
-  char read_buf_[64 * 1024];
 };
 
 }  // namespace postern::mta

@@ -13,7 +13,10 @@ namespace {
 
 bool is_8bit_body(const Envelope& e) { return e.body == BodyType::k8BitMime; }
 
-const char* state_name(SmtpClientSession::State s) {
+
+}  // namespace
+
+const char* SmtpClientSession::state_name(State s) {
   using S = SmtpClientSession::State;
   switch (s) {
     case S::kGreeting: return "greeting";
@@ -32,8 +35,6 @@ const char* state_name(SmtpClientSession::State s) {
   }
   return "?";
 }
-
-}  // namespace
 
 void DotStuffer::stuff(std::string_view in, std::string& out) {
   if (in.empty()) return;
@@ -137,6 +138,12 @@ bool SmtpClientSession::parse_reply(Reply& r, bool& bad) {
 void SmtpClientSession::feed(std::string_view bytes) {
   if (state_ == State::kDone || state_ == State::kTlsHandshake) return;
   in_.append(bytes);
+  if (state_ == State::kBody && in_.size() > opt_.max_reply_bytes) {  // a flood while we send the body
+    in_.clear();
+    connection_lost("server sent more than " + std::to_string(opt_.max_reply_bytes) +
+                    " bytes while the message was being sent");
+    return;
+  }
   while (state_ != State::kDone && state_ != State::kTlsHandshake && state_ != State::kBody) {
     Reply r;
     bool bad = false;
@@ -284,12 +291,31 @@ void SmtpClientSession::tls_started() {
   set_state(State::kEhlo);
 }
 
+// RFC 6531 3.4: SMTPUTF8 is needed only if the envelope or the message holds non-ASCII; an
+// all-ASCII message may go to a server without the extension. 8-bit content could be UTF-8
+// header fields, which such a server must not get: then it is needed.
+bool SmtpClientSession::needs_smtputf8(const ClientMessage& m) const {
+  auto ascii = [](const std::string& a) {
+    return std::all_of(a.begin(), a.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  };
+  if (m.env->eight_bit || !ascii(m.env->mail_from)) return true;
+  for (size_t idx : m.rcpts)
+    if (idx < m.env->rcpts.size() && !ascii(m.env->rcpts[idx].address)) return true;
+  return false;
+}
+
 void SmtpClientSession::record(size_t msg, size_t rcpt, Outcome o, const std::string& status,
                                const std::string& diag) {
   RcptResult res;
   res.qid = msgs_[msg].qid;
   res.index = msgs_[msg].rcpts[rcpt];
   res.outcome = o;
+  // RFC 3461 4.2: delivered to a server without DSN, a NOTIFY=SUCCESS recipient is owed a
+  // "relayed" notice by us.
+  if (o == Outcome::kDelivered && !peer_has("DSN") && res.index < msgs_[msg].env->rcpts.size()) {
+    const std::string& n = msgs_[msg].env->rcpts[res.index].notify;
+    res.relayed_without_dsn = n.find("SUCCESS") != std::string::npos;
+  }
   res.status = status;
   res.diag = diag;
   results_.push_back(std::move(res));
@@ -302,7 +328,7 @@ void SmtpClientSession::start_message() {
     answered_.assign(m.rcpts.size(), false);
     accepted_.clear();
     std::string why, status;
-    if (m.env->smtputf8 && !peer_has("SMTPUTF8")) {
+    if (m.env->smtputf8 && !peer_has("SMTPUTF8") && needs_smtputf8(m)) {
       status = "5.6.7";
       why = "the server does not support SMTPUTF8";
     } else if (m.env->eight_bit && !peer_has("8BITMIME") && !m.downgraded && !(downgrade_ && downgrade_(m))) {
@@ -323,7 +349,7 @@ void SmtpClientSession::start_message() {
     // Declared 8BITMIME, or 8-bit content sent without the declaration: say so when the server
     // can take it. A message that is 7-bit after all (or was converted) goes without BODY=.
     if (peer_has("8BITMIME") && !m.downgraded && (is_8bit_body(*m.env) || m.env->eight_bit)) mail += " BODY=8BITMIME";
-    if (m.env->smtputf8) mail += " SMTPUTF8";
+    if (m.env->smtputf8 && peer_has("SMTPUTF8")) mail += " SMTPUTF8";
     if (peer_has("DSN")) {
       if (!m.env->ret.empty()) mail += " RET=" + m.env->ret;
       if (!m.env->envid.empty()) mail += " ENVID=" + m.env->envid;

@@ -39,6 +39,7 @@ struct RcptResult {
   std::string status;  // enhanced status, e.g. "5.1.1"
   std::string diag;    // the reply text or a reason
   bool maybe_duplicate = false;  // connection lost after the final dot
+  bool relayed_without_dsn = false;  // delivered to a server without DSN, NOTIFY had SUCCESS
 };
 
 // Dot-stuffing for DATA: doubles a leading "." on every line; finish() ends the data.
@@ -74,8 +75,12 @@ class SmtpClientSession {
   using Downgrader = std::function<bool(ClientMessage&)>;
   void set_downgrader(Downgrader d) { downgrade_ = std::move(d); }
 
+  // Replies from the server. Bounded: more than max_reply_bytes buffered without a complete
+  // reply (also while the body is being sent, when replies are not read) ends the connection.
   void feed(std::string_view bytes);
   std::string take_output();
+  bool has_output() const { return !out_.empty(); }
+  static const char* state_name(State s);
 
   // The server said 220 to STARTTLS: run the handshake, then call tls_started() or
   // connection_lost("TLS handshake failed: ...").
@@ -124,6 +129,7 @@ class SmtpClientSession {
   void start_message();
   void finish_message();
   std::string rcpt_line(const ClientMessage& m, size_t idx) const;
+  bool needs_smtputf8(const ClientMessage& m) const;
   void next_message();
   void send(std::string line);
   void result_all_pending(Outcome o, const std::string& status, const std::string& diag);

@@ -1,35 +1,94 @@
 // outbound_connection.cpp — the I/O driver of outbound delivery. Security-sensitive: the TLS
 // policy. Under encrypt/verify the session never sends MAIL before the handshake succeeded (the
 // session enforces it); "verify" adds chain and host name checks here; under "may" a failed
-// handshake is retried once in plaintext on the same address, as other MTAs do.
+// handshake is retried once in plaintext on the same address, as other MTAs do. TLS sessions are
+// resumed only under the same address, host name, policy and context generation, so a session
+// that was not verified is never resumed where verification is required.
 #include "mta/delivery/outbound_connection.h"
 
-#include "mta/client/mime_downgrade.h"
-#include "mta/queue/spool.h"
-
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <openssl/x509v3.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cstring>
 
+#include "base/log.h"
+#include "mta/client/mime_downgrade.h"
+#include "mta/queue/spool.h"
 #include "mta/worker.h"
 
 namespace postern::delivery {
 namespace {
 
-constexpr size_t kWriteHighWater = 256 * 1024;
 constexpr size_t kMaxCandidates = 10;
 constexpr unsigned kMaxJobsPerConnection = 100;
 
-struct WriteReq {
-  uv_write_t req;
-  std::string data;
-  OutboundConnection* owner;
-};
+const char* level_name(TlsLevel l) {
+  switch (l) {
+    case TlsLevel::kNone: return "none";
+    case TlsLevel::kMay: return "may";
+    case TlsLevel::kEncrypt: return "encrypt";
+    case TlsLevel::kVerify: return "verify";
+  }
+  return "?";
+}
+
+bool same_ip(const sockaddr_storage& a, const sockaddr* b) {
+  if (a.ss_family != b->sa_family) return false;
+  if (a.ss_family == AF_INET)
+    return std::memcmp(&reinterpret_cast<const sockaddr_in*>(&a)->sin_addr,
+                       &reinterpret_cast<const sockaddr_in*>(b)->sin_addr, 4) == 0;
+  return std::memcmp(&reinterpret_cast<const sockaddr_in6*>(&a)->sin6_addr,
+                     &reinterpret_cast<const sockaddr_in6*>(b)->sin6_addr, 16) == 0;
+}
+
+bool is_local_address(const sockaddr_storage& a) {
+  if (a.ss_family == AF_INET && (ntohl(reinterpret_cast<const sockaddr_in*>(&a)->sin_addr.s_addr) >> 24) == 127)
+    return true;
+  if (a.ss_family == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&reinterpret_cast<const sockaddr_in6*>(&a)->sin6_addr))
+    return true;
+  ifaddrs* ifs = nullptr;
+  if (getifaddrs(&ifs) != 0) return false;
+  bool found = false;
+  for (auto* i = ifs; i && !found; i = i->ifa_next)
+    if (i->ifa_addr && same_ip(a, i->ifa_addr)) found = true;
+  freeifaddrs(ifs);
+  return found;
+}
+
+bool is_ip_literal(const std::string& host) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
 
 }  // namespace
+
+// A next hop that is one of this node's own SMTP listeners: the mail would loop.
+bool points_to_own_listener(const sockaddr_storage& a, const Config& cfg) {
+  uint16_t port = a.ss_family == AF_INET ? ntohs(reinterpret_cast<const sockaddr_in*>(&a)->sin_port)
+                                         : ntohs(reinterpret_cast<const sockaddr_in6*>(&a)->sin6_port);
+  for (auto& l : cfg.smtp.listen) {
+    if (l.port != port) continue;
+    if (l.host == "0.0.0.0" || l.host == "::") {
+      if (is_local_address(a)) return true;
+      continue;
+    }
+    sockaddr_storage ls{};
+    if (l.host.find(':') != std::string::npos) {
+      ls.ss_family = AF_INET6;
+      if (inet_pton(AF_INET6, l.host.c_str(), &reinterpret_cast<sockaddr_in6*>(&ls)->sin6_addr) != 1) continue;
+    } else {
+      ls.ss_family = AF_INET;
+      if (inet_pton(AF_INET, l.host.c_str(), &reinterpret_cast<sockaddr_in*>(&ls)->sin_addr) != 1) continue;
+    }
+    if (same_ip(a, reinterpret_cast<const sockaddr*>(&ls))) return true;
+  }
+  return false;
+}
 
 void OutboundConnection::start(mta::Worker& w, DeliveryJob job, Done done) {
   auto* c = new OutboundConnection(w, std::move(job), std::move(done));
@@ -40,13 +99,21 @@ OutboundConnection::OutboundConnection(mta::Worker& w, DeliveryJob job, Done don
     : w_(w), job_(std::move(job)), done_(std::move(done)), cfg_(w.runtime().config.load()) {
   uv_timer_init(w_.loop(), &timer_);
   timer_.data = this;
-  handles_ = 1;
   w_.outbound_started(this);
 }
 
+OutboundConnection::~OutboundConnection() { *alive_ = false; }
+
 void OutboundConnection::resolve() {
   auto& res = w_.resolver();
-  auto cb = [this](dns::Answer a) { on_answer(std::move(a)); };
+  std::weak_ptr<bool> alive = alive_;
+  auto cb = [this, alive](dns::Answer a) {
+    auto live = alive.lock();
+    if (!live || !*live || finished_) return;  // aborted while the query ran
+    resolving_ = false;
+    on_answer(std::move(a));
+  };
+  resolving_ = true;
   if (job_.has_route) {
     if (job_.route.mx) res.resolve_mx(job_.route.host, job_.route.port, cb);
     else res.resolve_host(job_.route.host, job_.route.port, cb);
@@ -80,24 +147,21 @@ void OutboundConnection::try_next() {
   }
   cur_ = cands_[next_++];
   remote_ = cur_.host + "[" + dns::addr_to_string(cur_.addr) + "]";
-  tls_.reset();
+  if (points_to_own_listener(cur_.addr, *cfg_)) {
+    spdlog::warn("delivery job={} dest={} next hop {} is this node: mail loop", job_.id, esc(job_.dest), esc(remote_));
+    return finish_all(smtp::Outcome::kFailed, "5.4.6",
+                      "mail for " + job_.domain + " loops back to myself (" + remote_ + ")");
+  }
   session_.reset();
-  tcp_ = new uv_tcp_t;
-  uv_tcp_init(w_.loop(), tcp_);
-  tcp_->data = this;
-  ++handles_;
-  auto* req = new uv_connect_t;
-  req->data = this;
-  int r = uv_tcp_connect(req, tcp_, reinterpret_cast<const sockaddr*>(&cur_.addr), [](uv_connect_t* rq, int status) {
-    auto* self = static_cast<OutboundConnection*>(rq->data);
-    delete rq;
-    if (status == UV_ECANCELED) return;  // closed meanwhile
-    self->on_connected(status);
-  });
+  tls::StreamLimits lim;
+  lim.write_timeout = cfg_->outbound.data_timeout;
+  lim.close_timeout = std::chrono::seconds(10);
+  stream_ = tls::TlsStream::create(w_.loop(), this, lim);
+  int r = stream_->connect(reinterpret_cast<const sockaddr*>(&cur_.addr));
   if (r != 0) {
-    delete req;
-    attempt_failed("connect to " + remote_ + ": " + uv_strerror(r));
-    return;
+    stream_->detach();
+    stream_ = nullptr;
+    return attempt_failed("connect to " + remote_ + ": " + uv_strerror(r));
   }
   arm_timer(cfg_->outbound.connect_timeout);
 }
@@ -116,39 +180,53 @@ void OutboundConnection::arm_timer(std::chrono::milliseconds t) {
       self->attempt_failed("connect to " + self->remote_ + ": timed out");
       return;
     }
-    self->session_->connection_lost("timeout talking to " + self->remote_);
+    self->session_->connection_lost("timeout talking to " + self->remote_ + " in state " +
+                                    smtp::SmtpClientSession::state_name(self->session_->state()));
     self->drive();
   }, static_cast<uint64_t>(std::max<int64_t>(1, t.count())), 0);
 }
 
-void OutboundConnection::close_tcp() {
-  if (!tcp_) return;
-  uv_close(reinterpret_cast<uv_handle_t*>(tcp_), [](uv_handle_t* h) {
-    auto* self = static_cast<OutboundConnection*>(h->data);
-    delete reinterpret_cast<uv_tcp_t*>(h);
-    --self->handles_;
-    self->maybe_delete();
-  });
-  tcp_ = nullptr;
-  close_when_written_ = false;
-  if (body_fd_ >= 0) {
-    ::close(body_fd_);
-    body_fd_ = -1;
+// The deadline for what the session waits for now: none while the body streams (the stream's
+// write-progress deadline, outbound.data_timeout, covers it), the final reply, or a reply.
+void OutboundConnection::arm_for_state() {
+  using S = smtp::SmtpClientSession::State;
+  if (!session_ || parked_) return;
+  if (body_active_) return (void)uv_timer_stop(&timer_);
+  arm_timer(session_->state() == S::kFinal ? cfg_->outbound.final_reply_timeout : cfg_->outbound.command_timeout);
+}
+
+void OutboundConnection::drop_stream(bool graceful) {
+  if (stream_) {
+    stream_->detach();
+    if (graceful) stream_->close();
+    else stream_->abort();
+    stream_ = nullptr;
   }
+  close_body();
+}
+
+void OutboundConnection::close_body() {
+  if (body_fd_ >= 0) ::close(body_fd_);
+  body_fd_ = -1;
   body_active_ = false;
 }
 
 void OutboundConnection::attempt_failed(const std::string& why) {
-  spdlog::info("delivery job={} dest={} {}", job_.id, job_.dest, why);
+  spdlog::info("delivery job={} dest={} {}", job_.id, esc(job_.dest), esc(why));
   last_error_ = why;
-  close_tcp();
+  drop_stream(false);
   uv_timer_stop(&timer_);
   try_next();
 }
 
-void OutboundConnection::on_connected(int status) {
-  if (status < 0) return attempt_failed("connect to " + remote_ + ": " + uv_strerror(status));
-  uv_tcp_nodelay(tcp_, 1);  // command/reply turns: Nagle plus delayed ACK would add 40 ms each
+// --- StreamHandler --------------------------------------------------------------------------
+
+void OutboundConnection::on_stream_connected(int status) {
+  if (status < 0) {
+    stream_->detach();
+    stream_ = nullptr;
+    return attempt_failed("connect to " + remote_ + ": " + uv_strerror(status));
+  }
   smtp::SmtpClientSession::Options o;
   o.helo_name = cfg_->hostname;
   o.tls = cur_.no_tls ? TlsLevel::kNone : job_.tls;
@@ -158,76 +236,88 @@ void OutboundConnection::on_connected(int status) {
   for (auto& m : job_.msgs) msgs.push_back({m.qid, m.env.get(), m.rcpts, m.size});
   session_ = std::make_unique<smtp::SmtpClientSession>(o, std::move(msgs));
   session_->set_downgrader([this](smtp::ClientMessage& m) { return downgrade(m); });
-  uv_read_start(reinterpret_cast<uv_stream_t*>(tcp_),
-                [](uv_handle_t* h, size_t, uv_buf_t* b) {
-                  auto* self = static_cast<OutboundConnection*>(h->data);
-                  *b = uv_buf_init(self->w_.read_buffer(), 64 * 1024);
-                },
-                [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
-                  auto* self = static_cast<OutboundConnection*>(s->data);
-                  if (n == 0) return;
-                  if (n < 0) {
-                    self->session_->connection_lost("connection to " + self->remote_ + " closed (" +
-                                                    uv_strerror(static_cast<int>(n)) + ")");
-                    self->drive();
-                    return;
-                  }
-                  self->on_bytes(b->base, static_cast<size_t>(n));
-                });
   arm_timer(cfg_->outbound.command_timeout);
 }
 
-void OutboundConnection::on_bytes(const char* data, size_t n) {
-  arm_timer(cfg_->outbound.command_timeout);
-  if (!tls_) {
-    session_->feed(std::string_view(data, n));
-    return drive();
-  }
-  tls_->put_ciphertext(data, n);
-  std::string plain, cipher;
-  bool was_done = tls_->handshake_done();
-  auto st = tls_->pump(plain);
-  tls_->take_ciphertext(cipher);
-  if (!cipher.empty()) send_raw(std::move(cipher));
-  if (st == tls::TlsEngine::Status::kError) {
-    if (!was_done) {
-      w_.runtime().counters.tls_failures_outbound.fetch_add(1);
-      tls_failed_ = true;
-    }
-    session_->connection_lost("TLS with " + remote_ + " failed: " + tls_->error());
-    return drive();
-  }
-  if (!was_done && tls_->handshake_done()) {
-    w_.runtime().counters.tls_handshakes_outbound.fetch_add(1);
-    spdlog::info("delivery job={} relay={} tls version={} cipher={} verified={}", job_.id, remote_,
-                 tls_->version(), tls_->cipher(), job_.tls == TlsLevel::kVerify ? "yes" : "no");
-    session_->tls_started();
-  }
-  if (!plain.empty()) session_->feed(plain);
-  if (st == tls::TlsEngine::Status::kClosed) session_->connection_lost("TLS closed by " + remote_);
+void OutboundConnection::on_stream_data(std::string_view bytes) {
+  if (!session_) return;
+  auto before = session_->state();
+  session_->feed(bytes);
+  if (session_->state() != before || session_->has_output()) arm_for_state();  // a reply is progress
   drive();
+}
+
+void OutboundConnection::on_stream_tls_ready() {
+  auto& rt = w_.runtime();
+  rt.counters.tls_handshakes_outbound.fetch_add(1);
+  auto* e = stream_->engine();
+  SSL* ssl = e->ssl();
+  bool verified = SSL_get0_peer_certificate(ssl) != nullptr && SSL_get_verify_result(ssl) == X509_V_OK;
+  spdlog::info("delivery job={} relay={} tls version={} cipher={} policy={} verified={} resumed={}", job_.id,
+               esc(remote_), e->version(), e->cipher(), level_name(job_.tls), verified ? "yes" : "no",
+               SSL_session_reused(ssl) ? "yes" : "no");
+  if (job_.tls == TlsLevel::kVerify && !verified) {  // never MAIL under verify without a verified peer
+    session_->connection_lost("TLS with " + remote_ + ": peer not verified");
+    tls_failed_ = true;
+    return drive();
+  }
+  session_->tls_started();
+  arm_for_state();
+  drive();
+}
+
+void OutboundConnection::on_stream_writable() {
+  if (body_active_) stream_body();
+}
+
+void OutboundConnection::on_stream_end(tls::StreamEnd why, const std::string& detail) {
+  bool in_handshake = stream_ && stream_->tls_started() && !stream_->tls_ready();
+  if (why == tls::StreamEnd::kTlsError && in_handshake) {
+    w_.runtime().counters.tls_failures_outbound.fetch_add(1);
+    tls_failed_ = true;
+  }
+  if (stream_) stream_->detach();
+  stream_ = nullptr;
+  close_body();
+  std::string what = why == tls::StreamEnd::kTlsError ? "TLS with " + remote_ + " failed: " + detail
+                                                      : "connection to " + remote_ + ": " + tls::stream_end_name(why) +
+                                                            (detail.empty() ? "" : " (" + detail + ")");
+  if (!session_) return attempt_failed(what);
+  session_->connection_lost(what);
+  drive();
+}
+
+void OutboundConnection::on_stream_closed() { stream_ = nullptr; }
+
+// --- TLS ------------------------------------------------------------------------------------
+
+std::string OutboundConnection::tls_session_key() const {
+  auto ctx = w_.runtime().outbound.current();
+  return dns::addr_to_string(cur_.addr) + "|" + cur_.host + "|" + level_name(job_.tls) + "|" +
+         std::to_string(ctx ? ctx->generation : 0);
 }
 
 void OutboundConnection::start_tls() {
   auto ctx = w_.runtime().outbound.current();
-  bool literal = cur_.host.find_first_not_of("0123456789.:") == std::string::npos;
-  tls_ = std::make_unique<tls::TlsEngine>(ctx, false, literal ? "" : cur_.host);
-  if (!tls_->valid()) {
-    session_->connection_lost("TLS setup failed: " + tls_->error());
-    return;
-  }
-  SSL* ssl = tls_->ssl();
-  if (job_.tls == TlsLevel::kVerify) {
-    SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
-    if (literal) X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), cur_.host.c_str());
-    else SSL_set1_host(ssl, cur_.host.c_str());
-  }
-  std::string key = dns::addr_to_string(cur_.addr);
-  if (SSL_SESSION* s = w_.tls_session(key)) SSL_set_session(ssl, s);
-  std::string plain, cipher;
-  tls_->pump(plain);  // writes the ClientHello
-  tls_->take_ciphertext(cipher);
-  send_raw(std::move(cipher));
+  bool literal = is_ip_literal(cur_.host);  // no SNI for an address; verify it as an IP
+  std::string key = tls_session_key();
+  std::string host = cur_.host;
+  bool verify = job_.tls == TlsLevel::kVerify;
+  std::string setup_error;
+  auto configure = [&](SSL* ssl) {
+    if (verify) {
+      SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
+      int ok = literal ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str())
+                       : SSL_set1_host(ssl, host.c_str());
+      if (ok != 1) setup_error = "cannot set the name to verify (" + host + ")";
+    }
+    if (SSL_SESSION* s = w_.runtime().tls_sessions.get(key)) {
+      SSL_set_session(ssl, s);
+      SSL_SESSION_free(s);
+    }
+  };
+  if (!stream_->start_tls(ctx, false, literal ? "" : host, configure)) return;  // on_stream_end told us
+  if (!setup_error.empty()) session_->connection_lost("TLS setup failed: " + setup_error);
 }
 
 const JobMessage* OutboundConnection::job_message(const std::string& qid) const {
@@ -255,48 +345,65 @@ bool OutboundConnection::downgrade(smtp::ClientMessage& m) {
   return true;
 }
 
+// --- the session ----------------------------------------------------------------------------
+
 void OutboundConnection::drive() {
-  if (!session_ || !tcp_) return;
+  if (driving_) {  // a callback from inside (a failed write, a failed start_tls) asks again
+    redrive_ = true;
+    return;
+  }
+  driving_ = true;
+  do {
+    redrive_ = false;
+    drive_once();
+  } while (redrive_ && !finished_);
+  driving_ = false;
+}
+
+void OutboundConnection::drive_once() {
+  if (!session_) return;
   // Each result as soon as the session has it: on disk before the job ends (issue 9).
   auto rs = session_->take_results();
   if (!rs.empty() && job_.record) job_.record(rs, remote_);
   for (auto& r : rs) results_.push_back(std::move(r));
   std::string out = session_->take_output();
-  if (!out.empty()) send(out);
-  if (session_->wants_starttls() && !tls_) start_tls();
-  if (session_->wants_body() && !body_active_) {
-    const auto& m = session_->current();
-    auto conv = converted_.find(m.qid);
-    if (m.downgraded && conv != converted_.end()) {  // the 7-bit MIME version, from memory
-      body_mem_ = std::move(conv->second);
-      converted_.erase(conv);
-      body_mem_pos_ = 0;
-      body_left_ = body_mem_.size();
-    } else {
-      const JobMessage* jm = job_message(m.qid);
-      std::string path = jm ? jm->path : std::string();
-      body_left_ = jm ? jm->size : 0;  // the queue file's first `size` bytes; its envelope follows
-      body_fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-      if (body_fd_ < 0) {
-        session_->connection_lost("cannot read queue file " + path + ": " + std::strerror(errno));
-        return drive();
-      }
+  if (!out.empty() && stream_) stream_->write(out);
+  if (stream_ && session_->wants_starttls() && !stream_->tls_started()) start_tls();
+  if (stream_ && session_->wants_body() && !body_active_) return begin_body();
+  if (session_->done() || (session_->idle() && has_job_)) return session_finished();
+}
+
+void OutboundConnection::begin_body() {
+  const auto& m = session_->current();
+  auto conv = converted_.find(m.qid);
+  if (m.downgraded && conv != converted_.end()) {  // the 7-bit MIME version, from memory
+    body_mem_ = std::move(conv->second);
+    converted_.erase(conv);
+    body_mem_pos_ = 0;
+    body_left_ = body_mem_.size();
+  } else {
+    const JobMessage* jm = job_message(m.qid);
+    std::string path = jm ? jm->path : std::string();
+    body_left_ = jm ? jm->size : 0;  // the queue file's first `size` bytes; its envelope follows
+    body_fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (body_fd_ < 0) {
+      session_->connection_lost("cannot read queue file " + path + ": " + std::strerror(errno));
+      redrive_ = true;
+      return;
     }
-    stuffer_ = smtp::DotStuffer();
-    body_active_ = true;
-    session_->body_started();
-    stream_body();
-    return;
   }
-  if (session_->done() || (session_->idle() && has_job_)) session_finished();
+  stuffer_ = smtp::DotStuffer();
+  body_active_ = true;
+  session_->body_started();
+  arm_for_state();
+  stream_body();
 }
 
 void OutboundConnection::stream_body() {
-  if (!body_active_) return;
   char buf[64 * 1024];
-  while (write_pending_ < kWriteHighWater) {
-    if (!tcp_ || session_->done()) {  // a write failed: stop streaming, report
-      body_active_ = false;
+  while (body_active_ && stream_ && stream_->writable()) {
+    if (session_->done()) {  // the server ended it meanwhile: stop streaming, report
+      close_body();
       return drive();
     }
     size_t want = static_cast<size_t>(std::min<uint64_t>(sizeof buf, body_left_));
@@ -310,7 +417,7 @@ void OutboundConnection::stream_body() {
     }
     if (n < 0 || (n == 0 && body_left_ > 0)) {
       if (n < 0 && errno == EINTR) continue;
-      body_active_ = false;
+      close_body();
       session_->connection_lost(n < 0 ? std::string("queue file read error: ") + std::strerror(errno)
                                       : std::string("queue file shorter than its message"));
       return drive();
@@ -319,64 +426,36 @@ void OutboundConnection::stream_body() {
     if (n == 0) {
       std::string tail;
       if (!session_->use_bdat()) stuffer_.finish(tail);
-      if (!tail.empty()) send(tail);
-      if (body_fd_ >= 0) ::close(body_fd_);
-      body_fd_ = -1;
+      if (!tail.empty()) stream_->write(tail);
+      close_body();
       body_mem_.clear();
       body_mem_.shrink_to_fit();
-      body_active_ = false;
       session_->body_sent();
+      arm_for_state();  // the final reply: outbound.final_reply_timeout
       return drive();
     }
     if (session_->use_bdat()) {
-      send(std::string_view(buf, static_cast<size_t>(n)));
+      stream_->write(std::string_view(buf, static_cast<size_t>(n)));
     } else {
       std::string stuffed;
       stuffer_.stuff(std::string_view(buf, static_cast<size_t>(n)), stuffed);
-      send(stuffed);
+      stream_->write(stuffed);
     }
   }
-  // Above the high-water mark: the write callback calls stream_body() again.
-}
-
-void OutboundConnection::send(std::string_view data) {
-  if (!tls_ || !tls_->handshake_done()) return send_raw(std::string(data));
-  std::string cipher;
-  if (tls_->seal(data, cipher) != tls::TlsEngine::Status::kOk)
-    return session_->connection_lost("TLS write failed: " + tls_->error());
-  send_raw(std::move(cipher));
-}
-
-void OutboundConnection::send_raw(std::string data) {
-  if (!tcp_ || data.empty()) return;
-  auto* wr = new WriteReq{{}, std::move(data), this};
-  wr->req.data = wr;
-  uv_buf_t b = uv_buf_init(wr->data.data(), static_cast<unsigned>(wr->data.size()));
-  write_pending_ += wr->data.size();
-  ++handles_;  // a write in flight keeps this object alive
-  int r = uv_write(&wr->req, reinterpret_cast<uv_stream_t*>(tcp_), &b, 1, [](uv_write_t* req, int status) {
-    auto* w = static_cast<WriteReq*>(req->data);
-    OutboundConnection* self = w->owner;
-    self->write_pending_ -= w->data.size();
-    delete w;
-    --self->handles_;
-    if (status == 0 && self->tcp_ && self->body_active_ && self->write_pending_ < kWriteHighWater / 2)
-      self->stream_body();
-    if (self->close_when_written_ && self->write_pending_ == 0) self->close_tcp();
-    self->maybe_delete();
-  });
-  if (r != 0) {
-    write_pending_ -= wr->data.size();
-    delete wr;
-    --handles_;
-    if (session_) session_->connection_lost(std::string("write failed: ") + uv_strerror(r));
+  if (body_active_ && !stream_) {  // the stream failed under a write: on_stream_end reported it
+    close_body();
+    drive();
   }
+  // Above the high-water mark: on_stream_writable() calls stream_body() again.
 }
 
 void OutboundConnection::session_finished() {
   uv_timer_stop(&timer_);
-  if (tls_ && tls_->handshake_done()) {
-    if (SSL_SESSION* s = SSL_get1_session(tls_->ssl())) w_.store_tls_session(dns::addr_to_string(cur_.addr), s);
+  if (stream_ && stream_->tls_ready()) {
+    SSL_SESSION* sess = SSL_get1_session(stream_->engine()->ssl());
+    spdlog::debug("delivery job={} relay={} tls session resumable={}", job_.id, esc(remote_),
+                  sess && SSL_SESSION_is_resumable(sess) ? "yes" : "no");
+    w_.runtime().tls_sessions.put(tls_session_key(), sess);
   }
   if (session_->host_failed()) {
     std::string why = session_->host_failure();
@@ -392,15 +471,14 @@ void OutboundConnection::session_finished() {
     return attempt_failed("host " + remote_ + ": " + why);
   }
   for (auto& r : session_->take_results()) results_.push_back(std::move(r));
-  if (session_->idle() && has_job_) {
+  if (session_->idle() && has_job_ && stream_) {
     bool keep = ++jobs_done_ < kMaxJobsPerConnection && !w_.draining();
     report(keep);
     if (keep) return park();
     session_->quit();
     return drive();
   }
-  if (write_pending_ == 0) close_tcp();
-  else close_when_written_ = true;  // let QUIT reach the server
+  drop_stream(true);  // QUIT and close_notify still go out, within the close deadline
   report();
   finish();
 }
@@ -439,7 +517,7 @@ void OutboundConnection::finish_all(smtp::Outcome o, const std::string& status, 
     }
   remote_.clear();
   report();
-  close_tcp();
+  drop_stream(false);
   finish();
 }
 
@@ -460,10 +538,12 @@ void OutboundConnection::report(bool cached) {
   done(std::move(jr));
 }
 
-// No more jobs on this object: it is deleted once its handles are closed.
+// No more jobs on this object: it is deleted once its timer is closed. A stream still closing
+// (QUIT, close_notify) finishes on its own, detached.
 void OutboundConnection::finish() {
   if (finished_) return;
   finished_ = true;
+  *alive_ = false;
   if (parked_) {
     w_.unpark(this);
     parked_ = false;
@@ -471,26 +551,22 @@ void OutboundConnection::finish() {
   uv_timer_stop(&timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) {
     auto* self = static_cast<OutboundConnection*>(h->data);
-    --self->handles_;
+    self->timer_open_ = false;
     self->maybe_delete();
   });
 }
 
 void OutboundConnection::maybe_delete() {
-  if (handles_ > 0 || !finished_) return;
+  if (timer_open_ || !finished_ || driving_) return;
   w_.outbound_finished(this);
   delete this;
 }
-
-}  // namespace postern::delivery
-
-namespace postern::delivery {
 
 void OutboundConnection::abort() {
   if (finished_) return;
   has_job_ = false;  // nothing is reported: the scheduler stops with the daemon
   if (session_) session_->connection_lost("shutting down");
-  close_tcp();
+  drop_stream(false);
   finish();
 }
 

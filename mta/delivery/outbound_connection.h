@@ -1,8 +1,13 @@
-// outbound_connection.h — delivers one DeliveryJob on a worker loop: next hop by static route or
-// MX (c-ares), then each address in order until one takes the messages; drives
-// SmtpClientSession over TCP, with STARTTLS through a TlsEngine whose context comes from the
-// outbound role's ContextProvider at the moment of the handshake. Streams bodies from the spool
-// with backpressure. Reports a result for every recipient, exactly once.
+// outbound_connection.h — delivers DeliveryJobs on a worker loop: next hop by static route or MX
+// (c-ares), then each address in order until one takes the messages; drives SmtpClientSession
+// over a TlsStream (the one transport), with STARTTLS under the outbound role's context at the
+// moment of the handshake. Streams bodies from the spool with backpressure. Reports a result for
+// every recipient, exactly once.
+//
+// Deadlines: outbound.connect_timeout to connect, outbound.command_timeout for each reply,
+// outbound.data_timeout for each block of the body to make progress (a large message over a
+// slow link takes as long as it needs), outbound.final_reply_timeout for the reply to the end
+// of the message (RFC 5321 4.5.3.2).
 #pragma once
 
 #include <uv.h>
@@ -13,7 +18,7 @@
 
 #include "mta/delivery/delivery_job.h"
 #include "mta/dns/resolver.h"
-#include "tls/tls_engine.h"
+#include "tls/tls_stream.h"
 
 namespace postern::mta {
 class Worker;
@@ -21,7 +26,7 @@ class Worker;
 
 namespace postern::delivery {
 
-class OutboundConnection {
+class OutboundConnection : public tls::StreamHandler {
  public:
   using Done = std::function<void(JobResult)>;
   static void start(mta::Worker& w, DeliveryJob job, Done done);
@@ -30,6 +35,14 @@ class OutboundConnection {
   // A cached (parked) connection to the job's destination takes the next job.
   void take_job(DeliveryJob job, Done done);
 
+  // StreamHandler
+  void on_stream_connected(int status) override;
+  void on_stream_data(std::string_view bytes) override;
+  void on_stream_tls_ready() override;
+  void on_stream_writable() override;
+  void on_stream_end(tls::StreamEnd why, const std::string& detail) override;
+  void on_stream_closed() override;
+
  private:
   struct Candidate {
     std::string host;
@@ -37,21 +50,23 @@ class OutboundConnection {
     bool no_tls = false;  // retry in plaintext after a failed handshake under "may"
   };
   OutboundConnection(mta::Worker& w, DeliveryJob job, Done done);
+  ~OutboundConnection() override;
   void resolve();
   void on_answer(dns::Answer a);
   void try_next();
   void attempt_failed(const std::string& why);
-  void on_connected(int status);
-  void on_bytes(const char* data, size_t n);
   void drive();
+  void drive_once();
+  void arm_for_state();
   bool downgrade(smtp::ClientMessage& m);
   const JobMessage* job_message(const std::string& qid) const;
-  void send(std::string_view data);
-  void send_raw(std::string data);
   void start_tls();
+  std::string tls_session_key() const;
+  void begin_body();
   void stream_body();
   void session_finished();
-  void close_tcp();
+  void drop_stream(bool graceful);
+  void close_body();
   void finish_all(smtp::Outcome o, const std::string& status, const std::string& why);
   void report(bool cached = false);
   void finish();
@@ -63,21 +78,23 @@ class OutboundConnection {
   DeliveryJob job_;
   Done done_;
   std::shared_ptr<const Config> cfg_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for DNS answers after abort()
   std::vector<Candidate> cands_;
   size_t next_ = 0;
   Candidate cur_{};
   std::string remote_;
   std::string last_error_;
-  uv_tcp_t* tcp_ = nullptr;
+  tls::TlsStream* stream_ = nullptr;
   uv_timer_t timer_{};
-  int handles_ = 0;
-  bool has_job_ = true;   // a job is being delivered and not yet answered
+  bool timer_open_ = true;
+  bool has_job_ = true;    // a job is being delivered and not yet answered
   bool finished_ = false;  // no more jobs: closing down
   bool parked_ = false;    // idle in the worker's connection cache
+  bool resolving_ = false;
+  bool driving_ = false, redrive_ = false;
   unsigned jobs_done_ = 0;
   bool tls_failed_ = false;
   std::unique_ptr<smtp::SmtpClientSession> session_;
-  std::unique_ptr<tls::TlsEngine> tls_;
   std::vector<smtp::RcptResult> results_;
   // Body streaming.
   int body_fd_ = -1;               // the queue file, or
@@ -87,8 +104,6 @@ class OutboundConnection {
   uint64_t body_left_ = 0;
   bool body_active_ = false;
   smtp::DotStuffer stuffer_;
-  size_t write_pending_ = 0;
-  bool close_when_written_ = false;
 };
 
 }  // namespace postern::delivery

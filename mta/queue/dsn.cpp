@@ -7,11 +7,18 @@
 
 #include "base/text.h"
 #include "base/time_format.h"
+#include "mta/server/smtp_syntax.h"
 
 namespace postern::queue {
 namespace {
 
 std::string arrival_date(int64_t t) { return rfc5322_date(static_cast<std::time_t>(t), true); }
+
+// ORCPT and ENVID arrive xtext-encoded (RFC 3461); the DSN shows them decoded (RFC 3464 2.2.1, 2.3.1).
+std::string unxtext(const std::string& s) {
+  std::string r;
+  return smtp::xtext_decode(s, r) ? r : s;
+}
 
 // Diagnostic text for a header field: one line, no control characters.
 std::string clean(const std::string& s) {
@@ -75,14 +82,14 @@ Dsn make_dsn(DsnKind kind, const Envelope& orig, const std::vector<size_t>& rcpt
   m += "\r\n--" + boundary + "\r\nContent-Type: message/delivery-status\r\n\r\n";
   m += "Reporting-MTA: dns; " + hostname + "\r\n";
   m += "X-Postern-Queue-ID: " + orig.queue_id + "\r\n";
-  if (!orig.envid.empty()) m += "Original-Envelope-Id: " + orig.envid + "\r\n";
+  if (!orig.envid.empty()) m += "Original-Envelope-Id: " + clean(unxtext(orig.envid)) + "\r\n";
   m += "Arrival-Date: " + arrival_date(orig.received_at) + "\r\n";
   for (size_t i : rcpts) {
     const Recipient& r = orig.rcpts[i];
     m += "\r\nFinal-Recipient: rfc822; " + r.address + "\r\n";
     if (!r.orcpt.empty()) {
       auto semi = r.orcpt.find(';');
-      m += "Original-Recipient: " + r.orcpt.substr(0, semi) + "; " + r.orcpt.substr(semi + 1) + "\r\n";
+      m += "Original-Recipient: " + r.orcpt.substr(0, semi) + "; " + clean(unxtext(r.orcpt.substr(semi + 1))) + "\r\n";
     }
     std::string status = r.status;
     if (delayed && (status.empty() || status[0] != '4')) status = "4.0.0";  // e.g. no answer at all

@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "base/time_format.h"
 #include "mta/queue/dsn.h"
+#include "policy/tls_policy.h"
 
 namespace postern::mta {
 namespace {
@@ -199,7 +200,7 @@ void Scheduler::unschedule(Entry& e) {
 std::string Scheduler::dest_key(const std::string& domain, Dest& d) const {
   auto cfg = rt_.config.load();
   d.domain = domain;
-  d.tls = cfg->outbound.level_for(domain);
+  d.tls = policy::outbound_tls_level(cfg->outbound, domain);
   auto it = cfg->routes.find(domain);
   if (it == cfg->routes.end()) it = cfg->routes.find("*");
   std::string key;

@@ -1,7 +1,13 @@
-// inbound_connection.h — drives one SmtpServerSession over a libuv TCP stream, with TLS over
-// memory BIOs after STARTTLS. Owns the socket, the timers and the spool writer of the message in
-// progress. Asynchronous answers (spool commits) find it by id through its Worker, never by a raw
-// pointer that may be dead.
+// inbound_connection.h — drives one SmtpServerSession over a TlsStream (the one transport), with
+// TLS after STARTTLS. Owns the session's deadlines and the spool writer of the message in
+// progress. Asynchronous answers (spool commits) find it by id through its Worker, never by a
+// raw pointer that may be dead.
+//
+// Deadlines: a command line must be complete within smtp.idle_timeout of the previous reply
+// (bytes of a half line do not extend it: no slowloris), message content may pause at most
+// smtp.data_timeout between reads, the whole session lasts at most smtp.max_session_duration;
+// the stream adds smtp.write_timeout (a client that does not read its replies) and
+// smtp.close_timeout (a session that is closing is gone by then).
 #pragma once
 
 #include <uv.h>
@@ -10,19 +16,19 @@
 #include <memory>
 #include <string>
 
-#include "mta/server/smtp_server_session.h"
 #include "mta/queue/spool.h"
-#include "tls/tls_engine.h"
+#include "mta/server/smtp_server_session.h"
+#include "tls/tls_stream.h"
 
 namespace postern::mta {
 namespace queue = postern::queue;
 
 class Worker;
 
-class InboundConnection : public smtp::SessionHooks {
+class InboundConnection : public smtp::SessionHooks, public tls::StreamHandler {
  public:
-  // Takes the accepted client from `server`. Deletes itself when closed.
-  static void accept(Worker& w, uv_stream_t* server);
+  // Takes an accepted client socket. Deletes itself when closed.
+  static void accept(Worker& w, int fd);
 
   void drain();        // SIGTERM: finish up, then 421
   void force_close();  // drain deadline passed
@@ -39,41 +45,37 @@ class InboundConnection : public smtp::SessionHooks {
   void commit_message(const Envelope& env) override;
   void abort_message() override;
 
+  // StreamHandler
+  void on_stream_data(std::string_view bytes) override;
+  void on_stream_tls_ready() override;
+  void on_stream_end(tls::StreamEnd why, const std::string& detail) override;
+  void on_stream_closed() override;
+
  private:
   InboundConnection(Worker& w, std::shared_ptr<const Config> cfg);
   ~InboundConnection() override;
-  bool start(uv_stream_t* server);
-  void on_bytes(const char* data, size_t n);
-  void after_session();
-  void send_plain(std::string data);
-  void send(std::string_view data);
+  void start(int fd);
+  bool admit(bool exempt_per_ip);
+  void after_session(bool progressed);
   void arm_timer();
-  void close();
-  void maybe_pause_reading();
-  void resume_reading();
+  void end_session();
+  void refuse(const std::string& reply);
 
-  static void alloc_cb(uv_handle_t* h, size_t, uv_buf_t* buf);
-  static void read_cb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
-  static void write_cb(uv_write_t* req, int status);
   static void timer_cb(uv_timer_t* t);
-  static void close_cb(uv_handle_t* h);
 
   Worker& w_;
   std::shared_ptr<const Config> cfg_;
   uint64_t id_ = 0;
-  uv_tcp_t tcp_{};
+  tls::TlsStream* stream_ = nullptr;
   uv_timer_t timer_{};
-  int handles_open_ = 0;
+  bool timer_closed_ = false;
   std::string ip_;
   bool ip_counted_ = false;
+  bool session_counted_ = false;
   std::unique_ptr<smtp::SmtpServerSession> session_;
-  std::unique_ptr<tls::TlsEngine> tls_;
   std::unique_ptr<queue::SpoolWriter> writer_;
   std::chrono::steady_clock::time_point started_;
-  size_t write_pending_ = 0;
-  bool reading_ = false;
-  bool closing_ = false;
-  bool close_after_write_ = false;
+  bool was_in_body_ = false;
 };
 
 }  // namespace postern::mta

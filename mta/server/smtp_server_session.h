@@ -8,6 +8,10 @@
 // CRLF "." CRLF on the wire; bare CR / bare LF never end a message (no SMTP smuggling). After
 // STARTTLS every byte already buffered is discarded and the session returns to before EHLO.
 // Memory is bounded: command lines by max_line_length, message bodies stream out through the hooks.
+// Command lines with control characters are refused; addresses are printable and, under
+// SMTPUTF8, well-formed UTF-8 (smtp_syntax.h). The header section is bounded (max_header_size),
+// Received: fields are counted (max_hops: mail loops), lines over 998 octets are folded or
+// refused (long_lines), and a command pipelined where RFC 2920 forbids it ends the session.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +26,7 @@
 namespace postern::smtp {
 
 enum class State {
+  kPreGreet,      // connected, greeting held back (smtp.greet_pause): any input now is refused
   kInit,          // greeted, no HELO/EHLO yet
   kReady,         // HELO/EHLO done, no transaction
   kMail,          // MAIL accepted
@@ -57,12 +62,30 @@ struct ClientInfo {
   int family = 0;
 };
 
+// Why a message will be refused at its end; the first fault stops storing its bytes.
+enum class BodyFault { kNone, kTooBig, kBareEol, kHeaderTooBig, kTooManyHops, kLongLine, kWriteFailed };
+
 class SmtpServerSession {
  public:
+  // hold_greeting: start in kPreGreet (smtp.greet_pause); the driver calls release_greeting()
+  // when the pause is over. Without it the driver sends greeting() itself at once.
   SmtpServerSession(std::shared_ptr<const Config> cfg, ClientInfo client, SessionHooks& hooks,
-                    bool tls_available);
+                    bool tls_available, bool hold_greeting = false);
 
   std::string greeting() const;
+  // Greet-pause API: while greeting_held(), the driver keeps reading; input that arrives is
+  // answered "554 5.5.1" and the session closes (spoke_before_greeting()). release_greeting()
+  // puts the 220 greeting in the output (take_output()) and moves to kInit; it does nothing
+  // once the session is closed.
+  bool greeting_held() const { return state_ == State::kPreGreet; }
+  void release_greeting();
+  bool spoke_before_greeting() const { return spoke_early_; }
+  // Improper pipelining (RFC 2920 3.1, RFC 3207 4.2): a command that must be the last of its
+  // group (EHLO, HELO, DATA, STARTTLS, NOOP, VRFY, EXPN, QUIT; every command without EHLO)
+  // arrived with more input behind it. With smtp.forbid_unauth_pipelining it is answered
+  // "554 5.5.0" and the session closes. Set once per session, whatever the setting.
+  bool improper_pipelining() const { return improper_pipelining_; }
+
   // Feeds bytes read from the client and processes as much as possible.
   void feed(std::string_view bytes);
   // Replies to send, in order. Clears the buffer.
@@ -89,7 +112,7 @@ class SmtpServerSession {
   // the driver stops reading once buffered input passes a bound.
   bool wants_input() const;
   size_t buffered_input() const { return in_.size(); }
-  const Envelope& envelope() const { return env_; }
+  const Envelope& envelope() const { return tx_.env; }
   uint64_t messages_accepted() const { return accepted_; }
 
  private:
@@ -98,12 +121,49 @@ class SmtpServerSession {
     Verb verb;
     Handler handler;
   };
+  // How the current line of the message sits in the header section (RFC 5322 2.2).
+  enum class LineKind : uint8_t { kStart, kName, kNameWsp, kField, kContinuation, kBody };
+
+  // One mail transaction, MAIL to the end of the message; reset as a whole (OpenSMTPD's smtp_tx).
+  struct Transaction {
+    Envelope env;
+    bool message_open = false;  // begin_message() succeeded, abort_message() owed on failure
+    // BDAT
+    bool bdat_used = false;
+    bool bdat_last = false;
+    bool bdat_discard = false;        // chunk read only to be thrown away
+    State bdat_prev = State::kInit;   // where a refused BDAT chunk returns to
+    std::string bdat_error;           // reply owed after a discarded chunk
+    uint64_t chunk_left = 0;
+    // The body as received.
+    uint64_t body_size = 0;  // content bytes after unstuffing, against max_message_size
+    BodyFault fault = BodyFault::kNone;
+    bool bare_eol = false;
+    std::string body_buf;    // stored bytes not yet handed to write_body()
+    // DATA byte state (kept across feeds).
+    bool bol = true;
+    bool pending_cr = false;
+    int dot_state = 0;  // 1: "." at line start, 2: ".\r" at line start
+    bool data_end = false;
+    // Lines and the header section.
+    bool in_header = true;
+    LineKind kind = LineKind::kStart;
+    uint8_t name_len = 0;
+    uint32_t head_pos = 0;    // octets of the current line looked at by classify_line
+    char name[16] = {};       // the start of the current field name, lowercased
+    uint64_t header_bytes = 0;
+    uint32_t hops = 0;        // Received: fields in the header section
+    uint32_t line_len = 0;    // octets of the current stored line, CRLF excluded
+    uint32_t folded = 0;      // line breaks inserted (smtp.long_lines = "fold")
+    std::string line_buf;     // the current header line while it may still be folded (<= 999)
+  };
 
   void process();
   void stash_input();
   void discard_input();
   bool process_command_line();
   void dispatch(std::string_view line);
+  bool pipelining_violation(const CommandLine& cl);
   void set_state(State s);
   void reply(std::string_view text);
   void junk(std::string_view text);  // an error reply that counts towards the junk limit
@@ -125,11 +185,19 @@ class SmtpServerSession {
   void cmd_starttls(std::string_view arg);
   void cmd_expn(std::string_view arg);
 
-  bool relay_allowed(const Mailbox& box, bool postmaster) const;
   bool start_body();
-  void body_bytes(const char* p, size_t n);  // content after unstuffing
+  void body_bytes(const char* p, size_t n);  // content after unstuffing: [text][CRLF]
+  void content_piece(const char* p, size_t n);
+  void classify_line(const char* p, size_t text, bool eol);
+  void field_name_done();
+  void header_line_piece(const char* p, size_t text, bool eol);
+  void fold_header_line();
+  void body_line_piece(const char* p, size_t text, bool eol);
+  void store(const char* p, size_t n);
+  void set_fault(BodyFault f);
+  bool rejecting() const;
   void flush_body();
-  size_t consume_data(std::string_view in);  // returns bytes consumed; sets data_end_
+  size_t consume_data(std::string_view in);  // returns bytes consumed; sets data_end
   size_t consume_chunk(std::string_view in);
   void content_char_run(const char* p, size_t n);
   void end_of_message();
@@ -145,37 +213,20 @@ class SmtpServerSession {
   std::string_view src_;    // the input being processed: in_ or the bytes given to feed()
   size_t src_pos_ = 0;
   std::string out_;
+  bool processing_ = false;  // inside process(): a hook answering synchronously must not re-enter
   bool discarding_long_line_ = false;
   bool starttls_pending_ = false;
   bool tls_active_ = false;
   bool esmtp_ = false;
   bool draining_ = false;
+  bool spoke_early_ = false;
+  bool improper_pipelining_ = false;
   std::string helo_;
   std::string tls_desc_;
   uint32_t junk_count_ = 0;
   uint32_t commands_since_mail_ = 0;
   uint64_t accepted_ = 0;
-
-  // Transaction.
-  Envelope env_;
-  bool message_open_ = false;  // begin_message() succeeded, abort_message() owed on failure
-  bool bdat_used_ = false;
-  bool bdat_last_ = false;
-  bool bdat_discard_ = false;
-  State bdat_prev_ = State::kInit;  // where a refused BDAT chunk returns to
-  bool processing_ = false;    // chunk read only to be thrown away
-  std::string bdat_error_;       // reply owed after a discarded chunk
-  uint64_t chunk_left_ = 0;
-  uint64_t body_size_ = 0;
-  bool too_big_ = false;
-  bool bare_eol_ = false;
-  bool write_failed_ = false;
-  std::string body_buf_;
-  // DATA byte state (kept across feeds).
-  bool bol_ = true;
-  bool pending_cr_ = false;
-  int dot_state_ = 0;  // 1: "." at line start, 2: ".\r" at line start
-  bool data_end_ = false;
+  Transaction tx_;
 };
 
 }  // namespace postern::smtp

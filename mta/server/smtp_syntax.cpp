@@ -1,6 +1,10 @@
+// smtp_syntax.cpp — SMTP command, path and parameter parsing. See the header; every byte here is
+// hostile: addresses leave this file only printable (no control characters, well-formed UTF-8),
+// because they reach downstream MAIL/RCPT lines, DSN header fields and the envelope file as is.
 #include "mta/server/smtp_syntax.h"
 
 #include <cctype>
+#include <cstdint>
 
 namespace postern::smtp {
 namespace {
@@ -79,13 +83,22 @@ std::string lower(std::string_view s) {
   return r;
 }
 
+namespace {
+constexpr std::pair<std::string_view, Verb> kVerbs[] = {
+    {"EHLO", Verb::kEhlo}, {"HELO", Verb::kHelo}, {"MAIL", Verb::kMail},
+    {"RCPT", Verb::kRcpt}, {"DATA", Verb::kData}, {"BDAT", Verb::kBdat},
+    {"RSET", Verb::kRset}, {"NOOP", Verb::kNoop}, {"QUIT", Verb::kQuit},
+    {"VRFY", Verb::kVrfy}, {"HELP", Verb::kHelp}, {"STARTTLS", Verb::kStarttls},
+    {"EXPN", Verb::kExpn}};
+}  // namespace
+
+const char* verb_name(Verb v) {
+  for (auto& [name, verb] : kVerbs)
+    if (verb == v) return name.data();
+  return "?";
+}
+
 CommandLine parse_command(std::string_view line) {
-  static constexpr std::pair<std::string_view, Verb> kVerbs[] = {
-      {"EHLO", Verb::kEhlo}, {"HELO", Verb::kHelo}, {"MAIL", Verb::kMail},
-      {"RCPT", Verb::kRcpt}, {"DATA", Verb::kData}, {"BDAT", Verb::kBdat},
-      {"RSET", Verb::kRset}, {"NOOP", Verb::kNoop}, {"QUIT", Verb::kQuit},
-      {"VRFY", Verb::kVrfy}, {"HELP", Verb::kHelp}, {"STARTTLS", Verb::kStarttls},
-      {"EXPN", Verb::kExpn}};
   while (!line.empty() && (line.back() == ' ' || line.back() == '\t')) line.remove_suffix(1);
   size_t sp = line.find(' ');
   std::string_view word = line.substr(0, sp);
@@ -97,6 +110,58 @@ CommandLine parse_command(std::string_view line) {
     while (!cl.arg.empty() && cl.arg.front() == ' ') cl.arg.remove_prefix(1);
   }
   return cl;
+}
+
+bool valid_utf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = s[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    uint32_t cp, min;
+    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07, min = 0x10000;
+    else return false;  // a continuation byte, 0xC0/0xC1 (overlong) or 0xF5-0xFF
+    if (s.size() - i < len) return false;
+    for (size_t k = 1; k < len; ++k) {
+      unsigned char cc = s[i + k];
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += len;
+  }
+  return true;
+}
+
+bool has_control(std::string_view s, bool utf8) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    unsigned char c = s[i];
+    if (c < 0x20 || c == 0x7F) return true;
+    if (utf8 && c == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) <= 0x9F &&
+        static_cast<unsigned char>(s[i + 1]) >= 0x80)
+      return true;
+  }
+  return false;
+}
+
+bool xtext_decode(std::string_view s, std::string& out) {
+  if (!valid_xtext(s)) return false;
+  out.clear();
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '+') {
+      out.push_back(s[i]);
+      continue;
+    }
+    auto hex = [](char h) { return std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (std::toupper(h) - 'A' + 10); };
+    out.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+    i += 2;
+  }
+  return true;
 }
 
 bool valid_xtext(std::string_view s) {
@@ -114,6 +179,39 @@ bool valid_xtext(std::string_view s) {
   }
   return true;
 }
+
+namespace {
+
+// ESMTP parameters after the path: space separated "KEY" or "KEY=VALUE".
+void parse_params(std::string_view rest, PathParse& r) {
+  while (!rest.empty()) {
+    if (rest.front() != ' ') {
+      r.error = PathError::kSyntax;
+      return;
+    }
+    while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+    if (rest.empty()) break;
+    size_t end = rest.find(' ');
+    std::string_view tok = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end);
+    Param p;
+    size_t eq = tok.find('=');
+    p.key = upper(tok.substr(0, eq));
+    if (eq != std::string_view::npos) {
+      p.value = std::string(tok.substr(eq + 1));
+      p.has_value = true;
+    }
+    if (p.key.empty()) {
+      r.params_ok = false;
+      continue;
+    }
+    for (auto& q : r.params)
+      if (q.key == p.key) r.params_ok = false;  // duplicate
+    r.params.push_back(std::move(p));
+  }
+}
+
+}  // namespace
 
 PathParse parse_path_arg(std::string_view arg, std::string_view prefix, bool allow_utf8) {
   PathParse r;
@@ -148,7 +246,9 @@ PathParse parse_path_arg(std::string_view arg, std::string_view prefix, bool all
     return r;
   }
   std::string_view path = s.substr(1, i - 1);
-  std::string_view rest = s.substr(i + 1);
+  // The parameters first: a caller deciding on SMTPUTF8 sees them even when the path is bad.
+  parse_params(s.substr(i + 1), r);
+  if (r.error != PathError::kOk) return r;
 
   if (!path.empty()) {
     // Source route "@a,@b:" — allowed by RFC 5321, ignored, but remembered for relay policy.
@@ -166,8 +266,13 @@ PathParse parse_path_arg(std::string_view arg, std::string_view prefix, bool all
       size_t q = 1;
       for (; q < path.size(); ++q) {
         unsigned char c = path[q];
-        if (c == '\\') {
+        if (c == '\\') {  // quoted-pairSMTP: a backslash and one printable ASCII character
           if (++q >= path.size()) break;
+          unsigned char e = path[q];
+          if (e < 32 || e > 126) {
+            r.error = e >= 0x80 && !allow_utf8 ? PathError::kNonAscii : PathError::kSyntax;
+            return r;
+          }
           continue;
         }
         if (c == '"') break;
@@ -205,6 +310,14 @@ PathParse parse_path_arg(std::string_view arg, std::string_view prefix, bool all
         r.error = PathError::kNonAscii;
         return r;
       }
+      if (!valid_utf8(path)) {
+        r.error = PathError::kBadUtf8;
+        return r;
+      }
+      if (has_control(path, true)) {
+        r.error = PathError::kSyntax;
+        return r;
+      }
       if (!r.box.quoted && !valid_dot_string(local, allow_utf8)) {
         r.error = PathError::kSyntax;
         return r;
@@ -226,32 +339,6 @@ PathParse parse_path_arg(std::string_view arg, std::string_view prefix, bool all
     r.null_path = true;
   }
 
-  // Parameters: space separated "KEY" or "KEY=VALUE".
-  while (!rest.empty()) {
-    if (rest.front() != ' ') {
-      r.error = PathError::kSyntax;
-      return r;
-    }
-    while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
-    if (rest.empty()) break;
-    size_t end = rest.find(' ');
-    std::string_view tok = rest.substr(0, end);
-    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end);
-    Param p;
-    size_t eq = tok.find('=');
-    p.key = upper(tok.substr(0, eq));
-    if (eq != std::string_view::npos) {
-      p.value = std::string(tok.substr(eq + 1));
-      p.has_value = true;
-    }
-    if (p.key.empty()) {
-      r.params_ok = false;
-      continue;
-    }
-    for (auto& q : r.params)
-      if (q.key == p.key) r.params_ok = false;  // duplicate
-    r.params.push_back(std::move(p));
-  }
   return r;
 }
 

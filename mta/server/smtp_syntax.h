@@ -21,6 +21,7 @@ struct CommandLine {
 };
 
 CommandLine parse_command(std::string_view line);
+const char* verb_name(Verb v);  // "EHLO", ..., "?" for kUnknown
 
 struct Mailbox {
   std::string local;   // as written, quotes included when quoted
@@ -37,7 +38,7 @@ struct Param {
   bool has_value = false;
 };
 
-enum class PathError { kOk, kSyntax, kNonAscii };
+enum class PathError { kOk, kSyntax, kNonAscii, kBadUtf8 };
 
 struct PathParse {
   PathError error = PathError::kOk;
@@ -49,9 +50,17 @@ struct PathParse {
 };
 
 // arg: the text after "MAIL " or "RCPT ", e.g. "FROM:<a@b> SIZE=10". prefix: "FROM" or "TO".
+// The address is refused unless it is printable: no control character anywhere (quoted-pair
+// included: RFC 5321 quoted-pairSMTP is %d92 %d32-126), and under SMTPUTF8 well-formed UTF-8.
 PathParse parse_path_arg(std::string_view arg, std::string_view prefix, bool allow_utf8);
 
 bool valid_xtext(std::string_view s);
+// Decodes xtext (RFC 3461 4: "+XX" hex escapes). false if `s` is not valid xtext.
+bool xtext_decode(std::string_view s, std::string& out);
+// Well-formed UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF.
+bool valid_utf8(std::string_view s);
+// A C0 control (0x00-0x1F), DEL, or (when `utf8`) a C1 control U+0080-U+009F encoded in UTF-8.
+bool has_control(std::string_view s, bool utf8 = false);
 std::string upper(std::string_view s);
 std::string lower(std::string_view s);
 

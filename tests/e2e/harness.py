@@ -64,9 +64,14 @@ class Daemon:
         self.test_clock = test_clock
         self.admin_port = free_port()
         self.dir = state_dir or tempfile.mkdtemp(prefix="postern-e2e-")
+        if not state_dir:
+            # mkdtemp makes it 0700; 0711 lets the postgres user (when root) keep the private
+            # cluster in place. test_setup covers state directories it cannot reach.
+            os.chmod(self.dir, 0o711)
         self.port = port or free_port()
         self.sections = sections or {}
         self.proc = None
+        self.prefix = []  # e.g. ["prlimit", "--nofile=256"]: runs posternd under it
         self.conf = os.path.join(self.dir, "postern.toml")
         self.write_config()
 
@@ -115,7 +120,7 @@ class Daemon:
 
     def start(self, expect_ok=True):
         self.out = open(os.path.join(self.dir, "stdout.txt"), "ab")
-        args = [os.path.join(BIN, "posternd"), "--config", self.conf]
+        args = self.prefix + [os.path.join(BIN, "posternd"), "--config", self.conf]
         if self.test_clock:
             args += ["--test-clock", self.clock_file]
         self.proc = subprocess.Popen(args, stdout=self.out, stderr=subprocess.STDOUT)
@@ -173,8 +178,13 @@ class Daemon:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        stop_postmaster(os.path.join(self.dir, "pgdata"))
+        pgdata = os.path.join(self.dir, "pgdata")
+        stop_postmaster(pgdata)
+        # A cluster out of the state directory (its pgdata is a symlink) goes with it.
+        external = os.path.dirname(os.path.realpath(pgdata)) if os.path.islink(pgdata) else ""
         shutil.rmtree(self.dir, ignore_errors=True)
+        if external.startswith("/var/lib/postern-pg/"):
+            shutil.rmtree(external, ignore_errors=True)
 
     def admin_url(self):
         return "https://127.0.0.1:%d" % self.admin_port

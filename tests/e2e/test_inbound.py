@@ -59,10 +59,11 @@ def test_swaks_pipelining():
 def test_pipelined_transaction_in_one_write():
     with running() as d:
         c = Smtp(d.port)
-        c.send("EHLO a\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<x@example.test>\r\n"
+        assert c.cmd("EHLO a")[0] == 250  # EHLO ends a group (RFC 2920): the client waits
+        c.send("MAIL FROM:<a@remote.example>\r\nRCPT TO:<x@example.test>\r\n"
                "RCPT TO:<nobody@elsewhere.example>\r\nRCPT TO:<y@example.test>\r\nDATA\r\n")
-        codes = [c.reply()[0] for _ in range(6)]
-        assert codes == [250, 250, 250, 554, 250, 354], codes
+        codes = [c.reply()[0] for _ in range(5)]
+        assert codes == [250, 250, 554, 250, 354], codes
         c.send("Subject: p\r\n\r\nx\r\n.\r\nQUIT\r\n")
         code, text = c.reply()
         assert code == 250, text
@@ -172,8 +173,19 @@ def test_8bitmime_and_smtputf8_envelopes():
         assert code == 553 and "5.6.7" in text, text
 
 
-def test_starttls_injection_is_discarded():
+def test_starttls_injection_is_refused_by_default():
     with running() as d:
+        c = Smtp(d.port)
+        c.cmd("EHLO a")
+        c.send("STARTTLS\r\nRSET\r\n")  # RFC 3207 4.2: STARTTLS must end its group
+        code, text = c.reply()
+        assert code == 554 and "5.5.0" in text, text
+        assert c.sock.recv(100) == b""  # closed, no TLS, RSET never answered
+        d.wait_log("improper command pipelining after STARTTLS")
+
+
+def test_starttls_injection_is_discarded():
+    with running({"smtp": {"forbid_unauth_pipelining": False}}) as d:
         c = Smtp(d.port)
         c.cmd("EHLO a")
         c.send("STARTTLS\r\nRSET\r\n")  # one write: RSET must never be answered
@@ -371,3 +383,177 @@ def test_config_check_names_bad_key():
         assert r.returncode == 0, r.stderr
     finally:
         d.cleanup()
+
+
+# ---- issue 9 ----
+
+def test_improper_pipelining_is_refused():
+    with running() as d:
+        c = Smtp(d.port)
+        c.send("EHLO a\r\nMAIL FROM:<a@remote.example>\r\n")  # MAIL before the EHLO reply
+        code, text = c.reply()
+        assert code == 554 and "5.5.0" in text, text
+        assert c.sock.recv(100) == b""
+        d.wait_log('improper command pipelining after EHLO: "MAIL FROM:<a@remote.example>\\x0d\\x0a"')
+        c = Smtp(d.port)  # the same client, waiting for each reply: served
+        c.cmd("EHLO a")
+        c.send("MAIL FROM:<a@remote.example>\r\nRCPT TO:<x@example.test>\r\nDATA\r\n")
+        assert [c.reply()[0] for _ in range(3)] == [250, 250, 354]
+        c.send("Subject: p\r\n\r\nx\r\n")
+        assert c.nothing_pending(0.3)
+        c.send(".\r\nQUIT\r\n")  # "." and QUIT in one group: RFC 2920's own example
+        assert c.reply()[0] == 250 and c.reply()[0] == 221
+        assert len(d.queued()) == 1
+    with running({"smtp": {"forbid_unauth_pipelining": False}}) as d:
+        c = Smtp(d.port)
+        c.send("EHLO a\r\nMAIL FROM:<a@remote.example>\r\n")
+        assert [c.reply()[0] for _ in range(2)] == [250, 250]
+        d.wait_log("improper command pipelining after EHLO")  # still logged
+
+
+def test_control_characters_and_bad_utf8_are_refused():
+    with running() as d:
+        c = Smtp(d.port)
+        c.cmd("EHLO a")
+        # A backslash in a quoted local part used to skip the control check: CR and NUL reached
+        # the envelope, the downstream MAIL/RCPT lines and the DSN's To:.
+        for path in (b'"a\\\rb"@remote.example', b'"a\\\x00b"@remote.example', b"a\x01b@remote.example"):
+            c.send(b"MAIL FROM:<" + path + b">\r\n")
+            code, text = c.reply()
+            assert code == 500 and "5.5.2" in text, (path, text)
+        assert c.cmd("MAIL FROM:<s@remote.example> SMTPUTF8")[0] == 250
+        for rcpt in (b"\xff\xfe@example.test", b"\xc0\xaf@example.test", b"\xed\xa0\x80@example.test"):
+            c.send(b"RCPT TO:<" + rcpt + b">\r\n")
+            code, text = c.reply()
+            assert code == 501 and "5.1.3" in text, (rcpt, text)
+        good = "\U0001F4E7d\u00f6rte@example.test"
+        c.send(("RCPT TO:<%s>\r\n" % good).encode())
+        assert c.reply()[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        c.send("Subject: u\r\n\r\nx\r\n.\r\n")
+        code, text = c.reply()
+        assert code == 250, text
+        qid = QID.search(text).group(1)
+        env = d.envelope(qid)
+        assert [r["addr"] for r in env["rcpts"]] == [good]  # byte-exact, no U+FFFD
+        assert env["from"] == "s@remote.example"
+
+
+def _lines(msg):
+    return msg.split(b"\r\n")
+
+
+def test_long_lines_are_folded_or_refused():
+    body_line = b"y" * 5000
+    header = b"X-Long:" + b"".join(b" w%d" % i for i in range(800))
+    msg = header + b"\r\nSubject: long\r\n\r\n" + body_line + b"\r\nend\r\n"
+    with running() as d:  # smtp.long_lines = "fold" (the default)
+        for bdat in (False, True):
+            c = Smtp(d.port)
+            c.cmd("EHLO a")
+            c.cmd("MAIL FROM:<a@remote.example>")
+            c.cmd("RCPT TO:<x@example.test>")
+            if bdat:
+                c.send(b"BDAT %d LAST\r\n" % len(msg) + msg)
+            else:
+                assert c.cmd("DATA")[0] == 354
+                c.send(msg + b".\r\n")
+            code, text = c.reply()
+            assert code == 250, text
+            qid = QID.search(text).group(1)
+            stored = d.message(qid)
+            assert max(len(l) for l in _lines(stored)) <= 998, max(len(l) for l in _lines(stored))
+            head, _, body = stored.partition(b"\r\n\r\n")
+            assert header in head.replace(b"\r\n", b"")  # folded at its spaces: unfolds exactly
+            assert body.replace(b"\r\n ", b"") == body_line + b"\r\nend\r\n"
+            assert d.envelope(qid)["message_size"] == len(stored)
+            d.wait_log("queue_id=%s client=127.0.0.1 long_lines=folded" % qid)
+    with running({"smtp": {"long_lines": "reject"}}) as d:
+        code, text = send_message(d.port, body="Subject: long\r\n\r\n" + "z" * 5000 + "\r\n")
+        assert code == 550 and "5.6.0" in text, text
+        assert d.queued() == []
+    with running({"smtp": {"long_lines": "accept"}}) as d:
+        code, text = send_message(d.port, body="Subject: long\r\n\r\n" + "z" * 5000 + "\r\n")
+        assert code == 250, text
+        assert b"z" * 5000 + b"\r\n" in d.message(QID.search(text).group(1))
+
+
+def test_header_section_is_bounded():
+    folded = b"X-Huge: start\r\n" + b" x\r\n" * 1000000  # 4 MB, a million folded lines
+    with running() as d:
+        c = Smtp(d.port)
+        c.cmd("EHLO a")
+        c.cmd("MAIL FROM:<a@remote.example>")
+        c.cmd("RCPT TO:<x@example.test>")
+        assert c.cmd("DATA")[0] == 354
+        c.send(folded + b"Subject: huge\r\n\r\nbody\r\n.\r\n")
+        code, text = c.reply()
+        assert code == 552 and "5.3.4" in text and "header" in text, text
+        assert c.cmd("NOOP")[0] == 250  # the session goes on
+        assert d.queued() == []
+        # The same bytes as a body are fine.
+        assert c.cmd("MAIL FROM:<a@remote.example>")[0] == 250
+        c.cmd("RCPT TO:<x@example.test>")
+        assert c.cmd("DATA")[0] == 354
+        c.send(b"Subject: big body\r\n\r\n" + folded + b".\r\n")
+        code, text = c.reply()
+        assert code == 250, text
+    with running({"smtp": {"max_header_size": 2048}}) as d:
+        code, text = send_message(d.port, body="Subject: s\r\nX-A: " + "a" * 3000 + "\r\n\r\nx\r\n")
+        assert code == 552 and "5.3.4" in text, text
+
+
+def test_mail_loop_is_refused():
+    def msg(n):
+        return "".join("Received: from hop%d.example by mx%d.example; Thu, 1 Jan 2026 00:00:00 +0000\r\n" % (i, i)
+                       for i in range(n)) + "Subject: loop\r\n\r\nx\r\n"
+    with running() as d:  # smtp.max_hops = 30
+        code, text = send_message(d.port, body=msg(30))
+        assert code == 554 and "5.4.6" in text, text
+        code, text = send_message(d.port, body=msg(29))
+        assert code == 250, text
+        assert len(d.queued()) == 1
+        d.wait_log("reject=hops")
+    with running({"smtp": {"max_hops": 3}}) as d:
+        code, text = send_message(d.port, body=msg(3))
+        assert code == 554 and "5.4.6" in text, text
+
+
+def test_unknown_recipients_refused_from_the_recipient_map():
+    import tempfile
+    mapdir = tempfile.mkdtemp(prefix="postern-rmap-")
+    path = os.path.join(mapdir, "recipients")
+    with open(path, "w") as f:
+        f.write("# users of example.test\nalice@example.test\n")
+    try:
+        with running({"relay": {"recipient_map": path, "recipient_delimiter": "+"}}) as d:
+            c = Smtp(d.port)
+            c.cmd("EHLO a")
+            c.cmd("MAIL FROM:<a@remote.example>")
+            assert c.cmd("RCPT TO:<alice@example.test>")[0] == 250
+            assert c.cmd("RCPT TO:<alice+news@example.test>")[0] == 250
+            code, text = c.cmd("RCPT TO:<bob@example.test>")
+            assert code == 550 and "5.1.1" in text, text
+            assert c.cmd("RCPT TO:<postmaster@example.test>")[0] == 250
+            d.wait_log("reject=unknown_recipient to=<bob@example.test>")
+            # The map is read again on SIGHUP; a broken one is refused and the old one serves.
+            with open(path, "a") as f:
+                f.write("bob@example.test\n")
+            d.signal(signal.SIGHUP)
+            wait_for(lambda: "reload: config applied" in d.log_text(), 10, "the reload")
+            c2 = Smtp(d.port)
+            c2.cmd("EHLO a")
+            c2.cmd("MAIL FROM:<a@remote.example>")
+            assert c2.cmd("RCPT TO:<bob@example.test>")[0] == 250
+            with open(path, "a") as f:
+                f.write("not an address\n")
+            d.signal(signal.SIGHUP)
+            d.wait_log("config refused, keeping the running one: config key 'relay.recipient_map'")
+            c3 = Smtp(d.port)
+            c3.cmd("EHLO a")
+            c3.cmd("MAIL FROM:<a@remote.example>")
+            assert c3.cmd("RCPT TO:<bob@example.test>")[0] == 250
+            assert c3.cmd("RCPT TO:<carol@example.test>")[0] == 550
+    finally:
+        import shutil
+        shutil.rmtree(mapdir, ignore_errors=True)

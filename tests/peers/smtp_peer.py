@@ -31,6 +31,24 @@ COUNTER = [0]
 USED = {}
 
 
+CONTEXT = []
+
+
+def server_context():
+    """One context for every connection, as a real server has: its ticket keys make TLS
+    resumption possible."""
+    with LOCK:
+        if not CONTEXT:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(ARGS.cert, ARGS.key)
+            if ARGS.client_cert:
+                ctx.verify_mode = ssl.CERT_OPTIONAL
+                ctx.check_hostname = False
+                ctx.load_verify_locations(ARGS.client_ca or ARGS.cert)
+            CONTEXT.append(ctx)
+        return CONTEXT[0]
+
+
 class Handler(socketserver.StreamRequestHandler):
     timeout = 30
 
@@ -128,13 +146,7 @@ class Handler(socketserver.StreamRequestHandler):
                     self.wfile.flush()
                     return
                 self.send("220 2.0.0 Ready to start TLS")
-                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                ctx.load_cert_chain(ARGS.cert, ARGS.key)
-                if ARGS.client_cert:
-                    ctx.verify_mode = ssl.CERT_OPTIONAL
-                    ctx.check_hostname = False
-                    ctx.load_verify_locations(ARGS.client_ca or ARGS.cert)
-                sock = ctx.wrap_socket(self.connection, server_side=True)
+                sock = server_context().wrap_socket(self.connection, server_side=True)
                 self.connection = sock
                 self.rfile = sock.makefile("rb")
                 self.wfile = sock.makefile("wb")

@@ -274,3 +274,44 @@ TEST(DotStuffer, StuffsLeadingDots) {
   e.finish(o2);
   EXPECT_EQ(o2, "..x\r\n.\r\n");
 }
+
+// RFC 6531 3.4: an SMTPUTF8 message whose envelope and content are ASCII goes to a server
+// without the extension, without the SMTPUTF8 parameter.
+TEST(SmtpClient, Smtputf8WithAnAsciiMessageGoesToAServerWithoutIt) {
+  Client c(make_env({"plain@example.test"}, true), TlsLevel::kNone);
+  c.say("220 peer\r\n");
+  std::string out = c.say("250-peer\r\n250 PIPELINING\r\n");
+  EXPECT_NE(out.find("MAIL FROM:<sender@example.org>"), std::string::npos) << out;
+  EXPECT_EQ(out.find("SMTPUTF8"), std::string::npos) << out;
+}
+
+TEST(SmtpClient, Smtputf8With8BitContentStillNeedsTheExtension) {
+  Envelope e = make_env({"plain@example.test"}, true);
+  e.eight_bit = true;  // could be UTF-8 header fields
+  Client c(e, TlsLevel::kNone);
+  c.say("220 peer\r\n");
+  c.say("250-peer\r\n250-8BITMIME\r\n250 PIPELINING\r\n");
+  auto res = c.s->take_results();
+  ASSERT_EQ(res.size(), 1u);
+  EXPECT_EQ(res[0].status, "5.6.7");
+}
+
+// RFC 3461 4.2: NOTIFY=SUCCESS relayed to a server without DSN: the result says a "relayed"
+// notice is owed.
+TEST(SmtpClient, NotifySuccessToAServerWithoutDsnIsFlaggedRelayed) {
+  Envelope e = make_env({"a@example.test", "b@example.test"});
+  e.rcpts[0].notify = "SUCCESS,FAILURE";
+  Client c(e, TlsLevel::kNone);
+  c.say("220 peer\r\n");
+  c.say("250-peer\r\n250 PIPELINING\r\n");
+  c.say("250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+  ASSERT_TRUE(c.s->wants_body());
+  c.s->body_started();
+  c.s->body_sent();
+  c.say("250 queued\r\n");
+  auto res = c.s->take_results();
+  ASSERT_EQ(res.size(), 2u);
+  EXPECT_EQ(res[0].outcome, Outcome::kDelivered);
+  EXPECT_TRUE(res[0].relayed_without_dsn);
+  EXPECT_FALSE(res[1].relayed_without_dsn);
+}
