@@ -17,6 +17,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/log.h"
+
 namespace postern::admin {
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -41,19 +43,31 @@ json queue_json(const mta::QueueInfo& q) {
           {"held", q.held},    {"in_flight", q.in_flight}, {"recipients", rs}};
 }
 
-// A queue ID as the spool makes them (or close enough to look one up): letters and digits.
-bool plausible_qid(const std::string& s) {
-  return !s.empty() && s.size() <= 64 &&
-         std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isalnum(c) != 0; });
+json role_json(const tls::ContextProvider& p) {
+  auto cur = p.current();
+  std::string last_error = p.last_error();
+  json j{{"role", tls::role_name(p.role())}, {"reloads", p.reloads()}, {"reload_failures", p.reload_failures()},
+         {"last_error", last_error.empty() ? json(nullptr) : json(last_error)}};
+  if (!cur) {
+    j["certificate"] = nullptr;
+    return j;
+  }
+  json certs = json::array();
+  for (auto& c : cur->certs)
+    certs.push_back({{"file", c.source}, {"key_type", c.key_type}, {"subject", c.subject},
+                     {"fingerprint", c.fingerprint_sha256}, {"not_before", c.not_before}, {"not_after", c.not_after},
+                     {"chain_length", c.chain_length}});
+  j.update({{"certificate", fs::path(cur->cert_file).stem().string()}, {"file", cur->cert_file},
+            {"subject", cur->subject}, {"fingerprint", cur->fingerprint_sha256}, {"not_after", cur->not_after},
+            {"generation", cur->generation}, {"certificates", certs}});
+  return j;
 }
 
-json role_json(const char* role, const tls::ContextProvider& p) {
-  auto cur = p.current();
-  if (!cur) return {{"role", role}, {"certificate", nullptr}};
-  std::string name = fs::path(cur->cert_file).stem().string();
-  return {{"role", role},           {"certificate", name},           {"file", cur->cert_file},
-          {"subject", cur->subject}, {"fingerprint", cur->fingerprint_sha256}, {"not_after", cur->not_after},
-          {"generation", cur->generation}, {"reloads", p.reloads()}, {"reload_failures", p.reload_failures()}};
+// Queue IDs are the spool's base-31 names; anything else (empty, '/', '?', '..') is refused
+// before it reaches a lookup or a file name.
+bool valid_queue_id(const std::string& id) {
+  return !id.empty() && id.size() <= 64 &&
+         std::all_of(id.begin(), id.end(), [](unsigned char c) { return std::isalnum(c) != 0; });
 }
 
 std::vector<std::string> split_path(const std::string& p) {
@@ -88,9 +102,8 @@ std::string ensure_token(const std::string& state_dir) {
   return tok;
 }
 
-ControlPlane::ControlPlane(uv_loop_t* loop, mta::Runtime& rt, mta::Scheduler& sched, tls::ContextProvider& console,
-                           Hooks hooks)
-    : loop_(loop), rt_(rt), sched_(sched), console_(console), hooks_(std::move(hooks)) {}
+ControlPlane::ControlPlane(uv_loop_t* loop, mta::Runtime& rt, mta::Scheduler& sched, Hooks hooks)
+    : loop_(loop), rt_(rt), sched_(sched), hooks_(std::move(hooks)) {}
 
 ControlPlane::~ControlPlane() = default;
 
@@ -113,7 +126,7 @@ void ControlPlane::start() {
   db_->start();
 
   std::string token = ensure_token(cfg->state_dir);
-  api_ = std::make_unique<AdminServer>(loop_, console_, token,
+  api_ = std::make_unique<AdminServer>(loop_, rt_.tls.role(tls::Role::kAdminConsole), token,
                                        [this](const HttpRequest& r, Responder resp) { handle(r, std::move(resp)); }, cfg->admin);
   ListenAddr a;
   parse_listen(cfg->admin_listen, a);
@@ -138,7 +151,7 @@ void ControlPlane::raise(const std::string& code, const std::string& severity, c
   auto lvl = severity == "info" ? spdlog::level::info : severity == "warning" ? spdlog::level::warn
                                                                                 : spdlog::level::err;
   spdlog::log(lvl, "event code={} severity={}{}{} {}", code, severity, queue_id.empty() ? "" : " queue_id=",
-              queue_id, text);
+              queue_id, esc(text, 2000));
   json e{{"node", node_}, {"code", code}, {"severity", severity}, {"text", text}, {"queue_id", queue_id},
          {"alert", alert}, {"at", static_cast<int64_t>(std::time(nullptr))}};
   if (!database_up()) {
@@ -219,6 +232,17 @@ std::string ControlPlane::reload(const std::string& by) {
   return failures;
 }
 
+std::string ControlPlane::flush_tickets(const std::string& by) {
+  std::string err = rt_.tls.flush_tickets(std::chrono::system_clock::now());
+  if (!err.empty()) {
+    raise("TLS_TICKETS_FLUSH_FAILED", "error", "session-ticket flush requested by " + by + " failed: " + err);
+    return err;
+  }
+  raise("TLS_TICKETS_FLUSHED", "warning",
+        "session-ticket keys flushed (requested by " + by + "): every TLS session from before needs a full handshake");
+  return "";
+}
+
 void ControlPlane::resolve_alert(const std::string& code) {
   if (!database_up()) return;
   db_->query("UPDATE events SET resolved_at = now() WHERE code = $1 AND alert AND resolved_at IS NULL", {code},
@@ -256,10 +280,13 @@ void ControlPlane::on_notify(const std::string& channel, const std::string& payl
   if (from == node_) return;
   std::string kind = j.value("kind", "");
   if (kind == "reload") {
-    spdlog::info("notify: reload requested by node {}", from);
+    spdlog::info("notify: reload requested by node {}", esc(from));
     reload("node " + from);
+  } else if (kind == "flush-tickets") {
+    spdlog::info("notify: session-ticket flush requested by node {}", esc(from));
+    flush_tickets("node " + from);
   } else if (kind == "event") {
-    spdlog::info("notify: event from node {} code={} id={}", from, j.value("code", ""), j.value("id", 0));
+    spdlog::info("notify: event from node {} code={} id={}", esc(from), esc(j.value("code", "")), j.value("id", 0));
   } else if (kind == "settings") {
     load_state();
   }
@@ -300,6 +327,12 @@ void ControlPlane::read_cache() {
 
 // --- the API -----------------------------------------------------------------------------------
 
+void ControlPlane::notify_nodes(const std::string& kind) {
+  if (!database_up()) return;
+  db_->query("SELECT pg_notify('postern', json_build_object('node', $1::text, 'kind', $2::text)::text)", {node_, kind},
+             [](PgResult) {});
+}
+
 void ControlPlane::handle(const HttpRequest& req, Responder respond) {
   if (req.path == "/metrics") {
     if (req.method != "GET") return respond(err(405, "method not allowed"));
@@ -316,16 +349,22 @@ void ControlPlane::handle(const HttpRequest& req, Responder respond) {
   }
   if (area == "version" && m == "GET") return respond(ok_json({{"version", POSTERN_VERSION}, {"node", node_}}));
   if (area == "roles" && m == "GET") {
-    return respond(ok_json(json::array({role_json("inbound_mta", rt_.inbound), role_json("outbound_mta", rt_.outbound),
-                                        role_json("admin_console", console_)})));
+    json roles = json::array();
+    for (tls::Role r : tls::kRoles) roles.push_back(role_json(rt_.tls.role(r)));
+    return respond(ok_json(roles));
   }
   if (area == "reload" && m == "POST") {
     std::string failures = reload("the admin API");
-    if (database_up())
-      db_->query("SELECT pg_notify('postern', json_build_object('node', $1::text, 'kind', 'reload')::text)", {node_},
-                 [](PgResult) {});
-    if (!failures.empty()) return respond(err(409, failures));
+    notify_nodes("reload");
+    // 409 with the reason of every refusal; what was valid is applied all the same.
+    if (!failures.empty()) return respond(err(409, "reload refused: " + failures));
     return respond(ok_json({{"reloaded", true}, {"node", node_}}));
+  }
+  if (area == "tls" && p.size() == 4 && p[3] == "flush-tickets") {
+    if (m != "POST") return respond(err(405, "method not allowed"));
+    if (auto e = flush_tickets("the admin API"); !e.empty()) return respond(err(500, "session-ticket flush failed: " + e));
+    notify_nodes("flush-tickets");
+    return respond(ok_json({{"flushed", true}, {"node", node_}, {"ticket_key_serial", rt_.tls.tickets().ring()->current->serial}}));
   }
   if (area == "events" || area == "alerts") {
     if (m != "GET") return respond(err(405, "method not allowed"));
@@ -354,6 +393,7 @@ void ControlPlane::handle(const HttpRequest& req, Responder respond) {
     }
     if (p.size() < 4) return respond(err(404, "no such endpoint"));
     const std::string& qid = p[3];
+    if (!valid_queue_id(qid)) return respond(err(400, "bad queue ID (letters and digits only): " + esc(qid, 80)));
     mta::QueueInfo q;
     if (!sched_.show(qid, q)) return respond(err(404, "no such message: " + qid));
     if (p.size() == 4 && m == "GET") return respond(ok_json(queue_json(q)));
@@ -394,7 +434,7 @@ HttpResponse ControlPlane::queue_page(const HttpRequest& req) {
   std::string after;
   if (auto it = req.query.find("after"); it != req.query.end()) {
     after = it->second;
-    if (!after.empty() && !plausible_qid(after)) return err(400, "after must be a queue ID");
+    if (!after.empty() && !valid_queue_id(after)) return err(400, "after must be a queue ID");
   }
   auto page = sched_.list(after, limit);
   json msgs = json::array();
@@ -461,10 +501,20 @@ std::string ControlPlane::metrics() const {
   o << "postern_tls_handshake_failures_total{role=\"admin_console\"} " << (api_ ? api_->tls_failures() : 0) << "\n";
   metric("postern_tls_reloads_total", "counter", "Certificate reloads applied per role.");
   metric("postern_tls_reload_failures_total", "counter", "Certificate reloads refused per role.");
-  for (auto* p : {&rt_.inbound, &rt_.outbound, &console_}) {
-    o << "postern_tls_reloads_total{role=\"" << tls::role_name(p->role()) << "\"} " << p->reloads() << "\n";
-    o << "postern_tls_reload_failures_total{role=\"" << tls::role_name(p->role()) << "\"} " << p->reload_failures() << "\n";
+  for (tls::Role r : tls::kRoles) {
+    auto& p = rt_.tls.role(r);
+    o << "postern_tls_reloads_total{role=\"" << tls::role_name(r) << "\"} " << p.reloads() << "\n";
+    o << "postern_tls_reload_failures_total{role=\"" << tls::role_name(r) << "\"} " << p.reload_failures() << "\n";
   }
+  auto& tk = rt_.tls.tickets();
+  metric("postern_tls_ticket_key_rotations_total", "counter", "Scheduled session-ticket key rotations.");
+  o << "postern_tls_ticket_key_rotations_total " << tk.rotations() << "\n";
+  metric("postern_tls_ticket_key_flushes_total", "counter", "Session-ticket key flushes (old tickets refused).");
+  o << "postern_tls_ticket_key_flushes_total " << tk.flushes() << "\n";
+  metric("postern_tls_tickets_total", "counter", "Session tickets issued, accepted, and refused as made under an unknown key.");
+  o << "postern_tls_tickets_total{result=\"issued\"} " << tk.tickets_issued() << "\n";
+  o << "postern_tls_tickets_total{result=\"accepted\"} " << tk.tickets_accepted() << "\n";
+  o << "postern_tls_tickets_total{result=\"unknown_key\"} " << tk.tickets_unknown() << "\n";
   metric("postern_admin_requests_total", "counter", "Admin API requests.");
   o << "postern_admin_requests_total " << (api_ ? api_->requests() : 0) << "\n";
   metric("postern_database_up", "gauge", "1 when the control-plane database is reachable.");

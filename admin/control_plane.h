@@ -33,7 +33,7 @@ class ControlPlane {
   struct Hooks {
     std::function<std::string(const std::string& why)> reload;  // returns "" or the failures
   };
-  ControlPlane(uv_loop_t* loop, mta::Runtime& rt, mta::Scheduler& sched, tls::ContextProvider& console, Hooks hooks);
+  ControlPlane(uv_loop_t* loop, mta::Runtime& rt, mta::Scheduler& sched, Hooks hooks);
   ~ControlPlane();
   // Start-up (blocking where it must be: initdb). Throws std::runtime_error.
   void start();
@@ -47,12 +47,16 @@ class ControlPlane {
   // Every reload trigger (SIGHUP, the API, another node) comes through here: applies it through
   // Hooks::reload and records RELOAD_APPLIED / RELOAD_FAILED. Returns "" or what was refused.
   std::string reload(const std::string& by);
+  // New session-ticket keys, the old ones dropped (an admin's "a key was replaced for cause"),
+  // recorded as TLS_TICKETS_FLUSHED. Returns "" or the error.
+  std::string flush_tickets(const std::string& by);
   const std::string& node() const { return node_; }
   std::shared_ptr<const ControlState> state() const { return state_.load(); }
   bool database_up() const { return db_ && db_->up(); }
 
  private:
   void handle(const HttpRequest& req, Responder respond);
+  void notify_nodes(const std::string& kind);  // NOTIFY the other nodes (when the database is up)
   HttpResponse queue_page(const HttpRequest& req);
   static constexpr size_t kQueuePageDefault = 100;
   static constexpr size_t kQueuePageMax = 1000;
@@ -73,7 +77,6 @@ class ControlPlane {
   uv_loop_t* loop_;
   mta::Runtime& rt_;
   mta::Scheduler& sched_;
-  tls::ContextProvider& console_;
   Hooks hooks_;
   std::string node_;
   std::string state_dir_;

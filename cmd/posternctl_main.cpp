@@ -1,7 +1,9 @@
 // posternctl — the admin command line. Speaks HTTPS to posternd's admin API, with the URL from
 // the config and the bearer token from the state directory; verifies the server against the
 // admin-console certificate in the state directory (or --cacert). Human tables by default,
-// --json for scripts. A refused call exits non-zero with the reason on stderr.
+// --json for scripts. Exit status: 0 done, 1 refused or failed (the HTTP status and the reason
+// on stderr), 2 a usage or configuration error. No input, from the command line or the server,
+// ends it with an uncaught exception.
 #include <curl/curl.h>
 
 #include <CLI/CLI.hpp>
@@ -28,6 +30,10 @@ struct Client {
     CURL* c = curl_easy_init();
     std::string url = base + path;
     body.clear();
+    if (!c) {
+      body = "cannot initialise libcurl";
+      return 0;
+    }
     curl_slist* hdr = curl_slist_append(nullptr, ("Authorization: Bearer " + token).c_str());
     curl_easy_setopt(c, CURLOPT_URL, url.c_str());
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
@@ -66,28 +72,94 @@ std::string when(int64_t t) {
   return buf;
 }
 
-void print_queue(const json& q, bool header) {
+// Field readers that never throw: a missing field or one of another type reads as empty/0, so
+// an unexpected answer prints oddly instead of aborting.
+std::string str(const json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key)) return "";
+  const json& v = j[key];
+  return v.is_string() ? v.get<std::string>() : v.is_null() ? "" : v.dump();
+}
+int64_t num(const json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key) || !j[key].is_number()) return 0;
+  return j[key].get<int64_t>();
+}
+bool flag(const json& j, const char* key) { return j.is_object() && j.contains(key) && j[key].is_boolean() && j[key].get<bool>(); }
+const json& list(const json& j, const char* key) {
+  static const json empty = json::array();
+  return j.is_object() && j.contains(key) && j[key].is_array() ? j[key] : empty;
+}
+
+void print_queue(const json& q, bool header = true) {
   if (header)
     std::printf("%-16s %8s %4s %-5s %-19s %-30s %s\n", "QUEUE ID", "SIZE", "TRY", "HELD", "NEXT ATTEMPT", "SENDER",
                 "RECIPIENTS (pending)");
   for (auto& m : q) {
     int pending = 0;
     std::string first;
-    for (auto& r : m["recipients"])
-      if (r["state"] == "pending") {
-        if (!pending++) first = r["address"];
-      }
-    std::string from = m["from"].get<std::string>();
-    std::printf("%-16s %8llu %4u %-5s %-19s %-30s %d %s\n", m["queue_id"].get<std::string>().c_str(),
-                static_cast<unsigned long long>(m["size"].get<uint64_t>()), m["attempts"].get<unsigned>(),
-                m["held"].get<bool>() ? "yes" : "no", when(m["next_attempt"].get<int64_t>()).c_str(),
-                from.empty() ? "<>" : from.c_str(), pending, first.c_str());
+    for (auto& r : list(m, "recipients"))
+      if (str(r, "state") == "pending" && !pending++) first = str(r, "address");
+    std::string from = str(m, "from");
+    std::printf("%-16s %8lld %4lld %-5s %-19s %-30s %d %s\n", str(m, "queue_id").c_str(),
+                static_cast<long long>(num(m, "size")), static_cast<long long>(num(m, "attempts")),
+                flag(m, "held") ? "yes" : "no", when(num(m, "next_attempt")).c_str(), from.empty() ? "<>" : from.c_str(),
+                pending, first.c_str());
   }
 }
 
+void print_message(const json& m) {
+  std::printf("queue id:   %s\nsender:     <%s>\nreceived:   %s\nsize:       %lld\nattempts:   %lld\nheld:       %s\n"
+              "next:       %s\n",
+              str(m, "queue_id").c_str(), str(m, "from").c_str(), when(num(m, "received_at")).c_str(),
+              static_cast<long long>(num(m, "size")), static_cast<long long>(num(m, "attempts")),
+              flag(m, "held") ? "yes" : "no", when(num(m, "next_attempt")).c_str());
+  for (auto& r : list(m, "recipients"))
+    std::printf("  %-9s <%s> %s %s\n", str(r, "state").c_str(), str(r, "address").c_str(), str(r, "status").c_str(),
+                str(r, "diag").c_str());
+}
+
+void print_events(const json& ev) {
+  std::printf("%-20s %-22s %-8s %-24s %-16s %s\n", "TIME (UTC)", "NODE", "SEVERITY", "CODE", "QUEUE ID", "TEXT");
+  for (auto& e : ev)
+    std::printf("%-20s %-22s %-8s %-24s %-16s %s\n", str(e, "at").c_str(), str(e, "node").c_str(),
+                str(e, "severity").c_str(), str(e, "code").c_str(), str(e, "queue_id").c_str(), str(e, "text").c_str());
+}
+
+void print_roles(const json& roles) {
+  std::printf("%-14s %-18s %-14s %-22s %-4s %s\n", "ROLE", "CERTIFICATE", "KEY", "NOT AFTER", "GEN", "SHA-256");
+  for (auto& r : roles) {
+    if (str(r, "certificate").empty()) {
+      std::printf("%-14s %-18s\n", str(r, "role").c_str(), "(none)");
+    } else {
+      const json& certs = list(r, "certificates");
+      if (certs.empty())
+        std::printf("%-14s %-18s %-14s %-22s %-4lld %s\n", str(r, "role").c_str(), str(r, "certificate").c_str(), "",
+                    str(r, "not_after").c_str(), static_cast<long long>(num(r, "generation")),
+                    str(r, "fingerprint").c_str());
+      for (auto& c : certs)
+        std::printf("%-14s %-18s %-14s %-22s %-4lld %s\n", str(r, "role").c_str(), str(r, "certificate").c_str(),
+                    str(c, "key_type").c_str(), str(c, "not_after").c_str(), static_cast<long long>(num(r, "generation")),
+                    str(c, "fingerprint").c_str());
+    }
+    if (!str(r, "last_error").empty())
+      std::printf("%-14s last reload refused: %s\n", "", str(r, "last_error").c_str());
+  }
+}
+
+void print_result(const std::string& method, const std::string& path, const json& j) {
+  if (path == "/api/v1/queue" && j.is_array()) print_queue(j);
+  else if (path.rfind("/api/v1/queue/", 0) == 0 && method == "GET" && j.is_object()) print_message(j);
+  else if ((path.rfind("/api/v1/events", 0) == 0 || path == "/api/v1/alerts") && j.is_array()) print_events(j);
+  else if (path == "/api/v1/roles" && j.is_array()) print_roles(j);
+  else if (path == "/api/v1/reload") std::printf("reloaded on node %s\n", str(j, "node").c_str());
+  else if (path == "/api/v1/tls/flush-tickets")
+    std::printf("session-ticket keys flushed on node %s (and asked of the other nodes)\n", str(j, "node").c_str());
+  else std::cout << j.dump(2) << "\n";
+}
+
+// Queue IDs are letters and digits: an empty, "/" or "?" one would change which endpoint is called.
 int refused(long status, const std::string& body) {
   auto j = json::parse(body, nullptr, false);
-  std::string why = !j.is_discarded() && j.is_object() && j.contains("error") ? j["error"].get<std::string>() : body;
+  std::string why = !j.is_discarded() && j.is_object() && j.contains("error") ? str(j, "error") : body;
   std::cerr << "posternctl: " << (status ? std::to_string(status) + " " : "") << why << "\n";
   return 1;
 }
@@ -95,12 +167,8 @@ int refused(long status, const std::string& body) {
 // queue list: GET /api/v1/queue page by page (--all follows next_after to the end; each request
 // stays bounded). Without --all, where the next page starts goes to stderr.
 int queue_list(Client& cl, size_t limit, std::string after, bool all, bool as_json) {
-  if (!std::all_of(after.begin(), after.end(), [](unsigned char c) { return std::isalnum(c) != 0; })) {
-    std::cerr << "posternctl: --after takes a queue ID\n";
-    return 2;
-  }
   json merged = json::array();
-  size_t total = 0;
+  int64_t total = 0;
   bool header = true;
   for (int pages = 0; pages < 1'000'000; ++pages) {
     std::string body, path = "/api/v1/queue?limit=" + std::to_string(limit);
@@ -109,17 +177,17 @@ int queue_list(Client& cl, size_t limit, std::string after, bool all, bool as_js
     if (status < 200 || status > 299) return refused(status, body);
     auto j = json::parse(body, nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("messages")) return refused(0, "unexpected answer: " + body);
-    total = j.value("total", size_t{0});
-    std::string next = j["next_after"].is_string() ? j["next_after"].get<std::string>() : "";
+    total = num(j, "total");
+    std::string next = str(j, "next_after");
     if (as_json && !all) {
       std::cout << j.dump(2) << "\n";
     } else if (as_json) {
-      for (auto& m : j["messages"]) merged.push_back(m);
+      for (auto& m : list(j, "messages")) merged.push_back(m);
     } else {
-      print_queue(j["messages"], header);
+      print_queue(list(j, "messages"), header);
       header = false;
     }
-    if (next.empty()) break;
+    if (next.empty() || next == after) break;
     if (!all) {
       std::cerr << "posternctl: " << total << " messages in the queue; next page: posternctl queue list --after "
                 << next << (limit != 100 ? " --limit " + std::to_string(limit) : "") << "\n";
@@ -131,42 +199,26 @@ int queue_list(Client& cl, size_t limit, std::string after, bool all, bool as_js
   return 0;
 }
 
-void print_message(const json& m) {
-  std::printf("queue id:   %s\nsender:     <%s>\nreceived:   %s\nsize:       %llu\nattempts:   %u\nheld:       %s\n"
-              "next:       %s\n",
-              m["queue_id"].get<std::string>().c_str(), m["from"].get<std::string>().c_str(),
-              when(m["received_at"].get<int64_t>()).c_str(), static_cast<unsigned long long>(m["size"].get<uint64_t>()),
-              m["attempts"].get<unsigned>(), m["held"].get<bool>() ? "yes" : "no",
-              when(m["next_attempt"].get<int64_t>()).c_str());
-  for (auto& r : m["recipients"])
-    std::printf("  %-9s <%s> %s %s\n", r["state"].get<std::string>().c_str(), r["address"].get<std::string>().c_str(),
-                r["status"].get<std::string>().c_str(), r["diag"].get<std::string>().c_str());
+std::string check_queue_id(const std::string& id) {
+  if (id.empty()) return "a queue ID is required (see: posternctl queue list)";
+  if (id.size() > 64 || !std::all_of(id.begin(), id.end(), [](unsigned char c) { return std::isalnum(c) != 0; }))
+    return "bad queue ID '" + id + "': letters and digits only";
+  return "";
 }
 
-void print_events(const json& ev) {
-  std::printf("%-20s %-22s %-8s %-24s %-16s %s\n", "TIME (UTC)", "NODE", "SEVERITY", "CODE", "QUEUE ID", "TEXT");
-  for (auto& e : ev)
-    std::printf("%-20s %-22s %-8s %-24s %-16s %s\n", e["at"].get<std::string>().c_str(), e["node"].get<std::string>().c_str(),
-                e["severity"].get<std::string>().c_str(), e["code"].get<std::string>().c_str(),
-                e["queue_id"].get<std::string>().c_str(), e["text"].get<std::string>().c_str());
+// "A subcommand is required" says nothing useful: name the commands there are.
+std::string missing_command(CLI::App& app) {
+  CLI::App* a = &app;
+  while (!a->get_subcommands().empty()) a = a->get_subcommands().front();
+  auto all = a->get_subcommands([](CLI::App*) { return true; });
+  if (all.empty()) return "";
+  std::string names;
+  for (auto* sc : all) names += (names.empty() ? "" : ", ") + sc->get_name();
+  return (a == &app ? std::string("a command is required: ") : "'" + a->get_name() + "' needs one of: ") + names +
+         " (--help for more)";
 }
 
-void print_roles(const json& roles) {
-  std::printf("%-14s %-18s %-22s %-4s %s\n", "ROLE", "CERTIFICATE", "NOT AFTER", "GEN", "SHA-256");
-  for (auto& r : roles) {
-    if (r["certificate"].is_null()) {
-      std::printf("%-14s %-18s\n", r["role"].get<std::string>().c_str(), "(none)");
-      continue;
-    }
-    std::printf("%-14s %-18s %-22s %-4llu %s\n", r["role"].get<std::string>().c_str(),
-                r["certificate"].get<std::string>().c_str(), r["not_after"].get<std::string>().c_str(),
-                static_cast<unsigned long long>(r["generation"].get<uint64_t>()), r["fingerprint"].get<std::string>().c_str());
-  }
-}
-
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   CLI::App app{"posternctl - administer a running posternd through its admin API"};
   std::string config = "conf/postern.toml", url, token_file, cacert;
   bool as_json = false, insecure = false;
@@ -177,34 +229,35 @@ int main(int argc, char** argv) {
   app.add_option("--cacert", cacert, "CA/certificate to verify the server (default: <state_dir>/certs/default_console.crt)");
   app.add_flag("-k,--insecure", insecure, "do not verify the server certificate");
   app.set_version_flag("--version", std::string("posternctl ") + POSTERN_VERSION);
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);
+  CLI::Validator queue_id(check_queue_id, "QUEUE_ID", "queue ID");
 
   std::string method, path;
-  auto* queue = app.add_subcommand("queue", "the mail queue")->require_subcommand(1);
+  auto* queue = app.add_subcommand("queue", "the mail queue");
   std::string qid;
   size_t qlimit = 100;
   std::string qafter;
   bool qall = false;
   auto* qlist = queue->add_subcommand("list", "messages in the queue, oldest first, one page at a time");
   qlist->add_option("--limit", qlimit, "messages per page (1-1000)")->capture_default_str()->check(CLI::Range(1, 1000));
-  qlist->add_option("--after", qafter, "start after this queue ID (the last one of the previous page)");
+  qlist->add_option("--after", qafter, "start after this queue ID (the last one of the previous page)")->check(queue_id);
   qlist->add_flag("--all", qall, "follow the pages to the end of the queue");
   qlist->callback([&] { method = "GET"; path = "/api/v1/queue"; });
   auto* show = queue->add_subcommand("show", "one message");
-  show->add_option("queue_id", qid)->required();
+  show->add_option("queue_id", qid)->required()->check(queue_id);
   show->callback([&] { method = "GET"; path = "/api/v1/queue/" + qid; });
   auto* flush = queue->add_subcommand("flush", "retry now (one message, or all deferred)");
-  flush->add_option("queue_id", qid);
+  flush->add_option("queue_id", qid)->check(queue_id);
   flush->callback([&] { method = "POST"; path = qid.empty() ? "/api/v1/queue/flush" : "/api/v1/queue/" + qid + "/flush"; });
   for (auto act : {"delete", "hold", "release"}) {
     auto* sc = queue->add_subcommand(act, std::string(act) + " a message");
-    sc->add_option("queue_id", qid)->required();
+    sc->add_option("queue_id", qid)->required()->check(queue_id);
     sc->callback([&, act] {
       method = std::string(act) == "delete" ? "DELETE" : "POST";
       path = "/api/v1/queue/" + qid + (std::string(act) == "delete" ? "" : "/" + std::string(act));
     });
   }
-  auto* role = app.add_subcommand("role", "certificate roles")->require_subcommand(1);
+  auto* role = app.add_subcommand("role", "certificate roles");
   role->add_subcommand("list", "what certificate each role serves")->callback([&] { method = "GET"; path = "/api/v1/roles"; });
   int limit = 50;
   auto* events = app.add_subcommand("events", "recent events");
@@ -214,7 +267,22 @@ int main(int argc, char** argv) {
   app.add_subcommand("reload", "re-read config and certificates on this node (and tell the others)")
       ->callback([&] { method = "POST"; path = "/api/v1/reload"; });
   app.add_subcommand("status", "health of the node")->callback([&] { method = "GET"; path = "/api/v1/health"; });
-  CLI11_PARSE(app, argc, argv);
+  auto* tls = app.add_subcommand("tls", "TLS session state");
+  tls->add_subcommand("flush-tickets", "new session-ticket keys, old ones dropped: no TLS session is resumed "
+                                       "(after a key was replaced for cause; on every node)")
+      ->callback([&] { method = "POST"; path = "/api/v1/tls/flush-tickets"; });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::cerr << "posternctl: " << e.what() << "\n";
+    if (auto hint = missing_command(app); !hint.empty()) std::cerr << "posternctl: " << hint << "\n";
+    return 2;
+  }
+  if (method.empty()) {
+    std::cerr << "posternctl: " << missing_command(app) << "\n";
+    return 2;
+  }
 
   Client cl;
   try {
@@ -245,15 +313,28 @@ int main(int argc, char** argv) {
   std::string body;
   long status = cl.call(method, path, body);
   curl_global_cleanup();
-  if (status < 200 || status > 299) return refused(status, body);
+  if (status < 200 || status > 299) {
+    auto j = json::parse(body, nullptr, false);
+    std::string why = !j.is_discarded() && j.is_object() && j.contains("error") ? str(j, "error") : body;
+    std::cerr << "posternctl: " << (status ? std::to_string(status) + " " : "") << why << "\n";
+    return 1;
+  }
   auto j = json::parse(body, nullptr, false);
   if (as_json || j.is_discarded()) {
     std::cout << (j.is_discarded() ? body : j.dump(2)) << "\n";
     return 0;
   }
-  if (path.rfind("/api/v1/queue/", 0) == 0 && method == "GET") print_message(j);
-  else if (path.rfind("/api/v1/events", 0) == 0 || path == "/api/v1/alerts") print_events(j);
-  else if (path == "/api/v1/roles") print_roles(j);
-  else std::cout << j.dump(2) << "\n";
+  print_result(method, path, j);
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {  // a bug: still a message and a plain failure, never abort()
+    std::cerr << "posternctl: internal error: " << e.what() << "\n";
+    return 1;
+  }
 }

@@ -31,7 +31,7 @@
 #include "mta/queue/spool.h"
 #include "mta/runtime.h"
 #include "mta/worker.h"
-#include "tls/context_provider.h"
+#include "tls/tls_roles.h"
 
 namespace postern {
 namespace {
@@ -45,7 +45,6 @@ struct Daemon {
   uv_timer_t tick{};
   uv_timer_t drain_watch{};
   std::unique_ptr<mta::Scheduler> scheduler;
-  tls::ContextProvider console{tls::Role::kAdminConsole};
   std::unique_ptr<admin::ControlPlane> control;
   bool draining = false;
   bool signals_open = false;
@@ -56,32 +55,13 @@ struct Daemon {
 
 Daemon* g_daemon = nullptr;
 
-std::string console_cert(const Config& c) { return c.state_dir + "/certs/default_console.crt"; }
-std::string console_key(const Config& c) { return c.state_dir + "/certs/default_console.key"; }
-
 // The self-signed defaults made at first start: default_mta (inbound and outbound MTA roles)
-// and default_console (admin console; SAN 127.0.0.1 so posternctl can verify it).
+// and default_console (admin and EUQ consoles; SAN 127.0.0.1 so posternctl can verify it).
 std::string ensure_default_cert(const Config& cfg) {
-  std::string err = tls::ensure_self_signed(console_cert(cfg), console_key(cfg), cfg.hostname, 825, "IP:127.0.0.1");
+  auto console = tls::role_files(tls::Role::kAdminConsole, cfg);
+  std::string err = tls::ensure_self_signed(console.cert, console.key, cfg.hostname, 825, "IP:127.0.0.1");
   if (!err.empty() || !cfg.smtp.tls_cert_file.empty()) return err;
   return tls::ensure_self_signed(cfg.cert_file(), cfg.key_file(), cfg.hostname);
-}
-
-// Builds and publishes a role's context; a failure keeps the one in use.
-bool reload_tls(tls::ContextProvider& p, const Config& cfg) {
-  const char* role = tls::role_name(p.role());
-  std::string ca = p.role() == tls::Role::kOutboundMta ? cfg.outbound.ca_file : "";
-  bool console = p.role() == tls::Role::kAdminConsole;
-  std::string err = p.reload(console ? console_cert(cfg) : cfg.cert_file(), console ? console_key(cfg) : cfg.key_file(), ca);
-  if (!err.empty()) {
-    spdlog::error("reload role={} refused, keeping generation {}: {}", role,
-                  p.current() ? p.current()->generation : 0, err);
-    return false;
-  }
-  auto cur = p.current();
-  spdlog::info("reload role={} generation={} subject={} fingerprint={} not_after={}", role, cur->generation,
-               cur->subject, cur->fingerprint_sha256, cur->not_after);
-  return true;
 }
 
 // Raises the descriptor limit to what the configuration needs, or says why it cannot.
@@ -116,8 +96,9 @@ std::string reload(Daemon& d, const std::string& why) {
     apply_fd_budget(d, *next);
     spdlog::info("reload: config applied from {}", next->path);
   }
-  for (auto* p : {&d.rt.inbound, &d.rt.outbound, &d.console})
-    if (!reload_tls(*p, *next)) failures += std::string(failures.empty() ? "" : "; ") + tls::role_name(p->role()) + " certificate refused";
+  for (tls::Role r : tls::kRoles)
+    if (auto err = d.rt.tls.reload(r, *next); !err.empty())
+      failures += std::string(failures.empty() ? "" : "; ") + tls::role_name(r) + " certificate refused: " + err;
   return failures;
 }
 
@@ -215,9 +196,10 @@ int run(const std::string& config_path, const std::string& test_clock) {
   apply_fd_budget(d, *cfg);
   if (auto err = ensure_default_cert(*cfg); !err.empty())
     return start_failed(d, "cannot create the default certificates: " + err);
-  if (cfg->smtp.starttls && !reload_tls(d.rt.inbound, *cfg)) return start_failed(d, "the inbound_mta certificate was refused");
-  if (!reload_tls(d.rt.outbound, *cfg)) return start_failed(d, "the outbound_mta certificate was refused");
-  if (!reload_tls(d.console, *cfg)) return start_failed(d, "the admin_console certificate was refused");
+  for (tls::Role r : tls::kRoles)
+    if (r != tls::Role::kInboundMta || cfg->smtp.starttls)
+      if (auto err = d.rt.tls.reload(r, *cfg); !err.empty())
+        return start_failed(d, std::string("the ") + tls::role_name(r) + " certificate was refused: " + err);
   queue::SpoolOptions so;
   so.sync = cfg->queue.sync_per_file ? queue::SyncMode::kFile : queue::SyncMode::kSyncfs;
   so.clock = d.rt.clock;
@@ -250,7 +232,7 @@ int run(const std::string& config_path, const std::string& test_clock) {
   // Only now: a message a worker commits finds on_queued and the scheduler in place.
   for (auto& w : d.workers) w->start();
   d.control = std::make_unique<admin::ControlPlane>(
-      d.loop, d.rt, *d.scheduler, d.console,
+      d.loop, d.rt, *d.scheduler,
       admin::ControlPlane::Hooks{[](const std::string& why) { return reload(*g_daemon, why); }});
   try {
     d.control->start();
@@ -275,6 +257,7 @@ int run(const std::string& config_path, const std::string& test_clock) {
       free = dm.spool->free_bytes();
     }
     dm.rt.spool_free_bytes = free;
+    dm.rt.tls.tick(std::chrono::system_clock::now(), dm.rt.config.load()->tls.ticket_key_rotation);
   }, 1000, 1000);
 
   std::string listen;

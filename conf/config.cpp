@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstring>
 
 #include <algorithm>
@@ -119,6 +120,21 @@ bool parse_port(std::string_view s, uint16_t& port) {
   if (ec != std::errc() || p != s.data() + s.size() || v == 0 || v > 65535) return false;
   port = static_cast<uint16_t>(v);
   return true;
+}
+
+// "", "direct", or scheme://host[:port][/] with a scheme libcurl can use as a proxy.
+bool valid_proxy(const std::string& p) {
+  if (p.empty() || p == "direct") return true;
+  auto sep = p.find("://");
+  if (sep == std::string::npos) return false;
+  static const std::set<std::string> schemes{"http", "https", "socks4", "socks4a", "socks5", "socks5h"};
+  if (!schemes.count(lower(p.substr(0, sep)))) return false;
+  std::string rest = p.substr(sep + 3);
+  if (!rest.empty() && rest.back() == '/') rest.pop_back();
+  if (rest.empty()) return false;
+  return std::all_of(rest.begin(), rest.end(), [](unsigned char ch) {
+    return ch != 0 && (std::isalnum(ch) || std::strchr("-._~:@[]%!$&'()*+,;=", ch) != nullptr);
+  });
 }
 
 }  // namespace
@@ -375,6 +391,21 @@ Config parse_config(std::string_view text, const std::string& path) {
   c.queue.sync_per_file = sync == "file";
   q.finish();
   if (c.queue.max_backoff < c.queue.min_backoff) fail("queue.max_backoff", "must not be below queue.min_backoff");
+
+  Section tlss(top.table("tls"), "tls");
+  tlss.duration("ticket_key_rotation", c.tls.ticket_key_rotation, true);
+  tlss.finish();
+  if (c.tls.ticket_key_rotation.count() != 0 &&
+      (c.tls.ticket_key_rotation < std::chrono::minutes(1) || c.tls.ticket_key_rotation > std::chrono::hours(24 * 7)))
+    fail("tls.ticket_key_rotation", "must be between 1m and 7d, or \"\" for no session tickets");
+
+  Section hc(top.table("http_client"), "http_client");
+  hc.str("proxy", c.http_client.proxy);
+  hc.str("ca_file", c.http_client.ca_file);
+  hc.finish();
+  if (!valid_proxy(c.http_client.proxy))
+    fail("http_client.proxy", "must be \"\" (the environment's), \"direct\" or a URL like \"http://proxy.example:3128\" "
+                              "(http, https, socks4, socks4a, socks5, socks5h)");
 
   Section admin(top.table("admin"), "admin");
   admin.str("listen", c.admin_listen);

@@ -124,6 +124,16 @@ struct QueueConfig {
   bool sync_per_file = false;
 };
 
+struct TlsConfig {
+  // Session-ticket keys rotate this often (the previous key still decrypts); 0 = no tickets.
+  std::chrono::milliseconds ticket_key_rotation{std::chrono::hours(12)};
+};
+
+struct HttpClientConfig {
+  std::string proxy;    // "" = the environment's (http_proxy, https_proxy, no_proxy); "direct" = none
+  std::string ca_file;  // CA bundle for HTTPS; "" = the system store
+};
+
 struct Config {
   std::string path;  // where it was loaded from
   // [server]
@@ -139,6 +149,8 @@ struct Config {
   std::map<std::string, NextHop> routes;  // "*" = default relay host
   OutboundConfig outbound;
   QueueConfig queue;
+  TlsConfig tls;
+  HttpClientConfig http_client;
   std::string admin_listen = "127.0.0.1:8445";
   HttpLimits admin;
   std::string euq_listen = "127.0.0.1:8447";

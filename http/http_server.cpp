@@ -79,7 +79,7 @@ std::vector<std::string> split(const std::string& path) {
     }
     size_t j = path.find('/', i);
     if (j == std::string::npos) j = path.size();
-    out.push_back(path.substr(i, j - i));
+    out.push_back(url_decode(path.substr(i, j - i), false));
     i = j;
   }
   return out;
@@ -254,7 +254,8 @@ class HttpConnection : public tls::StreamHandler {
       req_.path = url_;
       return;
     }
-    req_.path = url_decode(url_.substr(u.field_data[UF_PATH].off, u.field_data[UF_PATH].len), false);
+    // As sent: an encoded "/" (%2F) must not become a separator. Router decodes each segment.
+    req_.path = url_.substr(u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
     if (!(u.field_set & (1 << UF_QUERY))) return;
     std::string q = url_.substr(u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
     size_t pos = 0;

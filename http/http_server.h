@@ -29,7 +29,7 @@ namespace postern::http {
 
 struct Request {
   std::string method;
-  std::string path;  // decoded path, without the query
+  std::string path;  // the path as sent (percent-encoded), without the query
   std::map<std::string, std::string> query;
   std::map<std::string, std::string> headers;  // names lower-cased; a repeated header joined with ", "
   std::map<std::string, std::string> params;   // filled by Router from "{name}" segments

@@ -1,4 +1,4 @@
-// runtime.h — what every worker loop shares: the config and TLS snapshots, the spool, the
+// runtime.h — what every worker loop shares: the config and TLS snapshots (TlsRoles), the spool, the
 // per-client-IP session counts and the counters that /metrics will show.
 #pragma once
 
@@ -14,8 +14,8 @@
 #include "base/snapshot.h"
 #include "conf/config.h"
 #include "mta/queue/spool.h"
-#include "tls/context_provider.h"
 #include "tls/session_cache.h"
+#include "tls/tls_roles.h"
 
 namespace postern::mta {
 
@@ -52,8 +52,9 @@ class IpLimiter {
 
 struct Runtime {
   Snapshot<Config> config;
-  tls::ContextProvider inbound{tls::Role::kInboundMta};
-  tls::ContextProvider outbound{tls::Role::kOutboundMta};
+  // Every TLS role's current context set (inbound and outbound MTA, admin and EUQ consoles)
+  // and the session-ticket keys: readers take tls.current(role) and keep it for their SSL.
+  tls::TlsRoles tls;
   tls::SessionCache tls_sessions;  // outbound sessions to resume, shared by the workers
   queue::Spool* spool = nullptr;
   IpLimiter ip_limits;

@@ -18,50 +18,42 @@
 
 #include "mta/delivery/delivery_job.h"
 #include "mta/dns/resolver.h"
+#include "mta/connection_host.h"
 #include "mta/runtime.h"
 #include "tls/acceptor.h"
 
 namespace postern::mta {
 
-class InboundConnection;
-}  // namespace postern::mta
-namespace postern::delivery {
-class OutboundConnection;
-}
-namespace postern::mta {
-
-class Worker {
+class Worker final : public ConnectionHost {
  public:
   Worker(Runtime& rt, unsigned index);
-  ~Worker();
+  ~Worker() override;
   // Binds the listeners (throws std::runtime_error naming the address on failure).
   void bind(const std::vector<ListenAddr>& addrs);
   void start();
-  // Thread-safe: runs fn on this worker's loop.
-  void post(std::function<void()> fn);
   // Thread-safe: stop accepting, tell sessions to finish, force-close after the deadline.
   void drain(std::chrono::milliseconds deadline);
   void join();
-
-  Runtime& runtime() { return rt_; }
   bool finished() const { return finished_flag_.load(); }
-  unsigned index() const { return index_; }
-  uv_loop_t* loop() { return &loop_; }
-  uint64_t register_conn(InboundConnection* c);
-  void unregister_conn(uint64_t id);
-  InboundConnection* find_conn(uint64_t id);
   // Outbound delivery on this loop.
   void deliver(delivery::DeliveryJob job, std::function<void(delivery::JobResult)> done);
-  dns::Resolver& resolver();
-  void outbound_started(delivery::OutboundConnection* c) { outbound_.insert(c); }
-  void outbound_finished(delivery::OutboundConnection* c);
-  // The connection cache: open connections waiting for the next job to their destination.
-  void park(const std::string& dest, delivery::OutboundConnection* c) { idle_.emplace(dest, c); }
-  void unpark(delivery::OutboundConnection* c);
-  bool draining() const { return draining_; }
-  // Spool commits in flight: the loop stays up until every one has answered.
-  void commit_started() { ++pending_commits_; }
-  void commit_answered();
+
+  // ConnectionHost
+  uv_loop_t* loop() override { return &loop_; }
+  Runtime& runtime() override { return rt_; }
+  unsigned index() const override { return index_; }
+  void post(std::function<void()> fn) override;  // thread-safe
+  bool draining() const override { return draining_; }
+  uint64_t register_conn(InboundConnection* c) override;
+  void unregister_conn(uint64_t id) override;
+  InboundConnection* find_conn(uint64_t id) override;
+  void commit_started() override { ++pending_commits_; }
+  void commit_answered() override;
+  dns::Resolver& resolver() override;
+  void outbound_started(delivery::OutboundConnection* c) override { outbound_.insert(c); }
+  void outbound_finished(delivery::OutboundConnection* c) override;
+  void park(const std::string& dest, delivery::OutboundConnection* c) override { idle_.emplace(dest, c); }
+  void unpark(delivery::OutboundConnection* c) override;
 
  private:
   static void on_async(uv_async_t* a);

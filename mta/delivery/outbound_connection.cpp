@@ -19,7 +19,8 @@
 #include "base/log.h"
 #include "mta/client/mime_downgrade.h"
 #include "mta/queue/spool.h"
-#include "mta/worker.h"
+#include "mta/connection_host.h"
+#include "mta/dns/resolver.h"
 
 namespace postern::delivery {
 namespace {
@@ -90,12 +91,12 @@ bool points_to_own_listener(const sockaddr_storage& a, const Config& cfg) {
   return false;
 }
 
-void OutboundConnection::start(mta::Worker& w, DeliveryJob job, Done done) {
+void OutboundConnection::start(mta::ConnectionHost& w, DeliveryJob job, Done done) {
   auto* c = new OutboundConnection(w, std::move(job), std::move(done));
   c->resolve();
 }
 
-OutboundConnection::OutboundConnection(mta::Worker& w, DeliveryJob job, Done done)
+OutboundConnection::OutboundConnection(mta::ConnectionHost& w, DeliveryJob job, Done done)
     : w_(w), job_(std::move(job)), done_(std::move(done)), cfg_(w.runtime().config.load()) {
   uv_timer_init(w_.loop(), &timer_);
   timer_.data = this;
@@ -230,7 +231,7 @@ void OutboundConnection::on_stream_connected(int status) {
   smtp::SmtpClientSession::Options o;
   o.helo_name = cfg_->hostname;
   o.tls = cur_.no_tls ? TlsLevel::kNone : job_.tls;
-  o.tls_possible = w_.runtime().outbound.current() != nullptr;
+  o.tls_possible = w_.runtime().tls.current(tls::Role::kOutboundMta) != nullptr;
   o.keep_open = cfg_->outbound.connection_cache_time.count() > 0;
   std::vector<smtp::ClientMessage> msgs;
   for (auto& m : job_.msgs) msgs.push_back({m.qid, m.env.get(), m.rcpts, m.size});
@@ -292,13 +293,13 @@ void OutboundConnection::on_stream_closed() { stream_ = nullptr; }
 // --- TLS ------------------------------------------------------------------------------------
 
 std::string OutboundConnection::tls_session_key() const {
-  auto ctx = w_.runtime().outbound.current();
+  auto ctx = w_.runtime().tls.current(tls::Role::kOutboundMta);
   return dns::addr_to_string(cur_.addr) + "|" + cur_.host + "|" + level_name(job_.tls) + "|" +
          std::to_string(ctx ? ctx->generation : 0);
 }
 
 void OutboundConnection::start_tls() {
-  auto ctx = w_.runtime().outbound.current();
+  auto ctx = w_.runtime().tls.current(tls::Role::kOutboundMta);
   bool literal = is_ip_literal(cur_.host);  // no SNI for an address; verify it as an IP
   std::string key = tls_session_key();
   std::string host = cur_.host;
@@ -333,11 +334,11 @@ bool OutboundConnection::downgrade(smtp::ClientMessage& m) {
   std::string original, converted;
   bool read = jm && queue::Spool::read_message(jm->path, m.size, original);
   if (!read || !smtp::downgrade_to_7bit(original, converted)) {
-    spdlog::info("queue_id={} relay={} no 8BITMIME and the message {}", m.qid, remote_,
+    spdlog::info("queue_id={} relay={} no 8BITMIME and the message {}", m.qid, esc(remote_),
                  !read ? "could not be read for conversion" : "cannot be converted to 7-bit MIME");
     return false;
   }
-  spdlog::info("queue_id={} relay={} no 8BITMIME: converted to 7-bit MIME size={} converted_size={}", m.qid, remote_,
+  spdlog::info("queue_id={} relay={} no 8BITMIME: converted to 7-bit MIME size={} converted_size={}", m.qid, esc(remote_),
                m.size, converted.size());
   m.size = converted.size();
   m.downgraded = true;
@@ -452,7 +453,9 @@ void OutboundConnection::stream_body() {
 void OutboundConnection::session_finished() {
   uv_timer_stop(&timer_);
   if (stream_ && stream_->tls_ready()) {
-    SSL_SESSION* sess = SSL_get1_session(stream_->engine()->ssl());
+    // A copy: OpenSSL marks the SSL's own session unresumable if that SSL is later freed without
+    // close_notify (a cached connection aborted at drain, a lost connection).
+    SSL_SESSION* sess = SSL_SESSION_dup(SSL_get0_session(stream_->engine()->ssl()));
     spdlog::debug("delivery job={} relay={} tls session resumable={}", job_.id, esc(remote_),
                   sess && SSL_SESSION_is_resumable(sess) ? "yes" : "no");
     w_.runtime().tls_sessions.put(tls_session_key(), sess);

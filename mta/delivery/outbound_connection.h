@@ -21,7 +21,7 @@
 #include "tls/tls_stream.h"
 
 namespace postern::mta {
-class Worker;
+class ConnectionHost;
 }
 
 namespace postern::delivery {
@@ -29,7 +29,7 @@ namespace postern::delivery {
 class OutboundConnection : public tls::StreamHandler {
  public:
   using Done = std::function<void(JobResult)>;
-  static void start(mta::Worker& w, DeliveryJob job, Done done);
+  static void start(mta::ConnectionHost& w, DeliveryJob job, Done done);
   // Drain deadline: drop the connection without reporting (the messages stay queued).
   void abort();
   // A cached (parked) connection to the job's destination takes the next job.
@@ -49,7 +49,7 @@ class OutboundConnection : public tls::StreamHandler {
     sockaddr_storage addr;
     bool no_tls = false;  // retry in plaintext after a failed handshake under "may"
   };
-  OutboundConnection(mta::Worker& w, DeliveryJob job, Done done);
+  OutboundConnection(mta::ConnectionHost& w, DeliveryJob job, Done done);
   ~OutboundConnection() override;
   void resolve();
   void on_answer(dns::Answer a);
@@ -74,7 +74,7 @@ class OutboundConnection : public tls::StreamHandler {
   void arm_timer(std::chrono::milliseconds t);
   void maybe_delete();
 
-  mta::Worker& w_;
+  mta::ConnectionHost& w_;
   DeliveryJob job_;
   Done done_;
   std::shared_ptr<const Config> cfg_;

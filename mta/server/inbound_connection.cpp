@@ -10,7 +10,8 @@
 
 #include "base/log.h"
 #include "base/time_format.h"
-#include "mta/worker.h"
+#include "mta/connection_host.h"
+#include "mta/dns/resolver.h"
 #include "policy/client_limits.h"
 
 namespace postern::mta {
@@ -27,12 +28,12 @@ tls::StreamLimits stream_limits(const Config& cfg) {
 
 }  // namespace
 
-void InboundConnection::accept(Worker& w, int fd) {
+void InboundConnection::accept(ConnectionHost& w, int fd) {
   auto* c = new InboundConnection(w, w.runtime().config.load());
   c->start(fd);
 }
 
-InboundConnection::InboundConnection(Worker& w, std::shared_ptr<const Config> cfg)
+InboundConnection::InboundConnection(ConnectionHost& w, std::shared_ptr<const Config> cfg)
     : w_(w), cfg_(std::move(cfg)), started_(std::chrono::steady_clock::now()) {
   uv_timer_init(w_.loop(), &timer_);
   timer_.data = this;
@@ -55,7 +56,7 @@ void InboundConnection::start(int fd) {
   ci.ip = stream_->peer_ip();
   stream_->peer_addr(ci.family, ci.addr);
   ip_ = ci.ip;
-  bool tls_ok = cfg_->smtp.starttls && rt.inbound.current() != nullptr;
+  bool tls_ok = cfg_->smtp.starttls && rt.tls.current(tls::Role::kInboundMta) != nullptr;
   policy::ClientAddress who{ci.addr, ci.family};
   bool hold = policy::greet_pause_applies(*cfg_, who);
   session_ = std::make_unique<smtp::SmtpServerSession>(cfg_, ci, *this, tls_ok, hold);
@@ -158,7 +159,7 @@ void InboundConnection::after_session(bool progressed) {
     progressed = true;
   }
   if (session_->starttls_requested() && !stream_->tls_started()) {
-    auto ctx = w_.runtime().inbound.current();
+    auto ctx = w_.runtime().tls.current(tls::Role::kInboundMta);
     if (!stream_->start_tls(ctx, true)) {
       spdlog::error("session={} cannot start TLS", id_);
       w_.runtime().counters.tls_failures.fetch_add(1);
@@ -244,7 +245,7 @@ bool InboundConnection::begin_message(const Envelope& env) {
 bool InboundConnection::write_body(std::string_view bytes) { return writer_ && writer_->write(bytes); }
 
 void InboundConnection::commit_message(const Envelope& env) {
-  Worker* w = &w_;
+  ConnectionHost* w = &w_;
   uint64_t id = id_;
   std::string qid = env.queue_id;
   auto& rt = w_.runtime();

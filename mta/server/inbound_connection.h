@@ -1,6 +1,6 @@
 // inbound_connection.h — drives one SmtpServerSession over a TlsStream (the one transport), with
 // TLS after STARTTLS. Owns the session's deadlines and the spool writer of the message in
-// progress. Asynchronous answers (spool commits) find it by id through its Worker, never by a
+// progress. Asynchronous answers (spool commits) find it by id through its ConnectionHost (the worker), never by a
 // raw pointer that may be dead.
 //
 // Deadlines: a command line must be complete within smtp.idle_timeout of the previous reply
@@ -23,12 +23,12 @@
 namespace postern::mta {
 namespace queue = postern::queue;
 
-class Worker;
+class ConnectionHost;
 
 class InboundConnection : public smtp::SessionHooks, public tls::StreamHandler {
  public:
   // Takes an accepted client socket. Deletes itself when closed.
-  static void accept(Worker& w, int fd);
+  static void accept(ConnectionHost& w, int fd);
 
   void drain();        // SIGTERM: finish up, then 421
   void force_close();  // drain deadline passed
@@ -52,7 +52,7 @@ class InboundConnection : public smtp::SessionHooks, public tls::StreamHandler {
   void on_stream_closed() override;
 
  private:
-  InboundConnection(Worker& w, std::shared_ptr<const Config> cfg);
+  InboundConnection(ConnectionHost& w, std::shared_ptr<const Config> cfg);
   ~InboundConnection() override;
   void start(int fd);
   bool admit(bool exempt_per_ip);
@@ -63,7 +63,7 @@ class InboundConnection : public smtp::SessionHooks, public tls::StreamHandler {
 
   static void timer_cb(uv_timer_t* t);
 
-  Worker& w_;
+  ConnectionHost& w_;
   std::shared_ptr<const Config> cfg_;
   uint64_t id_ = 0;
   tls::TlsStream* stream_ = nullptr;

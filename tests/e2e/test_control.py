@@ -3,13 +3,15 @@ HTTPS API, posternctl, events, /metrics and two nodes on one database."""
 import os
 import signal
 import re
+import hashlib
 import socket
 import ssl
 import stat
 import subprocess
 import time
 
-from harness import (Daemon, ExternalPostgres, Peer, log_tail, running, send_message, wait_for)
+from harness import (Daemon, ExternalPostgres, Peer, Smtp, cert_fingerprint, log_tail, make_cert, running,
+                     send_message, wait_for)
 
 QID = re.compile(r"queued as ([0-9A-Z]+)")
 
@@ -41,7 +43,9 @@ def test_fresh_state_dir_gets_schema_console_cert_and_token():
         assert status == 200 and body["version"]
         status, roles = d.api("GET", "/api/v1/roles")
         assert {r["role"]: r["certificate"] for r in roles} == {
-            "inbound_mta": "default_mta", "outbound_mta": "default_mta", "admin_console": "default_console"}
+            "inbound_mta": "default_mta", "outbound_mta": "default_mta", "admin_console": "default_console",
+            "euq_console": "default_console"}
+        assert all(r["generation"] == 1 and r["last_error"] is None for r in roles), roles
         # HTTPS only: a plaintext request gets no HTTP answer.
         s = socket.create_connection(("127.0.0.1", d.admin_port), timeout=5)
         s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -176,6 +180,11 @@ def test_two_nodes_share_one_database():
         assert time.time() - t0 < 1.0, "took %.2fs" % (time.time() - t0)
         b.wait_log("notify: reload requested by node node-a")
         b.wait_log("reload role=inbound_mta generation=2")
+        # A ticket flush asked of one node is applied by the others too.
+        rc, out, err = a.ctl("tls", "flush-tickets")
+        assert rc == 0 and "flushed" in out, err
+        b.wait_log("notify: session-ticket flush requested by node node-a")
+        b.wait_log("tls session-ticket keys flushed")
         assert a.stop() == 0 and b.stop() == 0
     except BaseException:
         print(log_tail(a), log_tail(b))
@@ -218,6 +227,9 @@ def test_metrics_parse_as_prometheus_text():
         assert samples["postern_spool_commits_total"] >= 1
         assert samples["postern_spool_commit_batches_total"] >= 1
         assert "postern_spool_free_files" in samples and "postern_queue_destinations" in samples
+        assert samples["postern_tls_ticket_key_flushes_total"] == 0
+        assert 'postern_tls_tickets_total{result="issued"}' in samples
+        assert 'postern_tls_reloads_total{role="euq_console"}' in samples
 
 
 def test_private_postgres_is_restarted_when_it_dies():
@@ -241,3 +253,199 @@ def test_private_postgres_is_restarted_when_it_dies():
         wait_for(back, 40, "the private cluster restarted and reconnected")
         status, _ = d.api("GET", "/api/v1/events")
         assert status == 200
+
+
+# --- reloads that are refused, bad input to posternctl ----------------------------------------------
+
+def test_refused_reload_answers_409_with_the_reason():
+    """Issue 9: a refused reload answered 409 naming the roles, with the reason only in the log."""
+    with running() as d:
+        cert, key = make_cert(os.path.join(d.dir, "mx"), "mx.e2e.test")
+        _, other_key = make_cert(os.path.join(d.dir, "other"), "other.e2e.test")
+        d.write_config({"smtp": {"tls_cert_file": cert, "tls_key_file": key}})
+        rc, out, err = d.ctl("reload")
+        assert rc == 0 and "reloaded" in out, err
+        wait_db(d)
+        with open(other_key) as src, open(key, "w") as dst:
+            dst.write(src.read())  # the key of another certificate
+        status, body = d.api("POST", "/api/v1/reload")
+        assert status == 409, (status, body)
+        want = "inbound_mta certificate refused: the private key does not match certificate " + cert
+        assert want in body["error"], body
+        assert "outbound_mta certificate refused: the private key does not match" in body["error"], body
+        rc, out, err = d.ctl("reload")
+        assert rc == 1 and "409" in err and want in err, (rc, err)
+        # The role keeps serving its last good set, and says why the new one was refused.
+        status, roles = d.api("GET", "/api/v1/roles")
+        inbound = [r for r in roles if r["role"] == "inbound_mta"][0]
+        assert inbound["generation"] == 2 and "does not match" in inbound["last_error"], inbound
+        rc, out, err = d.ctl("role", "list")
+        assert rc == 0 and "last reload refused: the private key does not match" in out, out
+        c = Smtp(d.port)
+        c.cmd("EHLO client.e2e.test")
+        c.starttls()
+        assert c.peer_fingerprint() == cert_fingerprint(cert)
+        assert c.cmd("EHLO client.e2e.test")[0] == 250
+        c.close()
+        # A refused configuration says which key and why, too.
+        d.write_config({"smtp": {"tls_cert_file": cert, "tls_key_file": key, "max_recipients": "many"}})
+        status, body = d.api("POST", "/api/v1/reload")
+        assert status == 409 and "config key 'smtp.max_recipients': must be an integer" in body["error"], body
+        d.write_config({})
+        assert d.ctl("reload")[0] == 0
+
+
+def test_posternctl_refuses_bad_input_cleanly():
+    """Issue 9: 'posternctl queue show ""' aborted (uncaught type_error, exit 134): the empty ID
+    became the list endpoint. IDs are checked on both sides; no input ends in an abort."""
+    with running() as d:
+        wait_db(d)
+        rc, out, err = d.ctl()
+        assert rc == 2 and "a command is required: queue, role, events, alerts, reload, status, tls" in err, (rc, err)
+        rc, out, err = d.ctl("queue")
+        assert rc == 2 and "'queue' needs one of: list, show, flush, delete, hold, release" in err, (rc, err)
+        rc, out, err = d.ctl("tls")
+        assert rc == 2 and "'tls' needs one of: flush-tickets" in err, (rc, err)
+        rc, out, err = d.ctl("nonsense")
+        assert rc == 2 and "a command is required" in err, (rc, err)
+        for verb in ("show", "hold", "release", "delete", "flush"):
+            for bad in ("", "/", "?", "..", "a/b", "%2F", "x y"):
+                rc, out, err = d.ctl("queue", verb, bad)
+                assert rc == 2 and "queue ID" in err and out == "", (verb, bad, rc, out, err)
+                assert "terminate" not in err and "type_error" not in err
+        rc, out, err = d.ctl("events", "--limit", "lots")
+        assert rc == 2 and "limit" in err, (rc, err)
+        # The server refuses such IDs by itself, for other clients.
+        for method, path in (("GET", "/api/v1/queue/%3F"), ("POST", "/api/v1/queue/a.b/hold"),
+                             ("DELETE", "/api/v1/queue/x%2Fy"), ("POST", "/api/v1/queue/..%2F..%2Fx/flush")):
+            status, body = d.api(method, path)
+            assert status == 400 and "bad queue ID" in body["error"], (method, path, status, body)
+        rc, out, err = d.ctl("queue", "show", "NOSUCHID")
+        assert rc == 1 and "404" in err and "no such message" in err, (rc, err)
+        rc, out, err = d.ctl("--url", "https://127.0.0.1:1", "status")
+        assert rc == 1 and "cannot reach" in err, (rc, err)
+
+
+# --- session tickets ---------------------------------------------------------------------------------
+
+def client_ctx(tls12=False):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if tls12:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def smtp_tls(port, ctx, session=None):
+    """EHLO, STARTTLS (offering `session`), EHLO, QUIT, a clean TLS close.
+    Returns (resumed, the session to offer next time, SHA-256 of the server's certificate)."""
+    c = Smtp(port)
+    c.cmd("EHLO client.e2e.test")
+    code, text = c.cmd("STARTTLS")
+    assert code == 220, text
+    s = ctx.wrap_socket(c.sock, server_hostname="mx.e2e.test", session=session)
+    c.sock = s
+    assert c.cmd("EHLO client.e2e.test")[0] == 250  # the TLS 1.3 tickets arrive before this reply
+    assert c.cmd("QUIT")[0] == 221
+    reused, sess = s.session_reused, s.session
+    fp = hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
+    try:
+        s.unwrap()  # close_notify: OpenSSL forgets a session closed without one
+    except (OSError, ssl.SSLError):
+        pass
+    s.close()
+    return reused, sess, fp
+
+
+def fresh_session(port, ctx):
+    reused, sess, _ = smtp_tls(port, ctx)
+    assert not reused
+    return sess
+
+
+def test_tickets_survive_a_reload_and_not_a_flush():
+    with running() as d:
+        wait_db(d)
+        ctx = client_ctx()
+        s1, s2, s3 = (fresh_session(d.port, ctx) for _ in range(3))
+        assert smtp_tls(d.port, ctx, s1)[0], "a ticket is accepted"
+        rc, out, err = d.ctl("reload")
+        assert rc == 0, err
+        d.wait_log("reload role=inbound_mta generation=2")
+        assert smtp_tls(d.port, ctx, s2)[0], "resumption survives a reload of the same certificate"
+        rc, out, err = d.ctl("tls", "flush-tickets")
+        assert rc == 0 and "session-ticket keys flushed" in out, (rc, out, err)
+        reused, s4, _ = smtp_tls(d.port, ctx, s3)
+        assert not reused, "a ticket from before the flush was accepted"
+        assert smtp_tls(d.port, ctx, s4)[0], "tickets issued after the flush work"
+        d.wait_log("tls session-ticket keys flushed")
+        def flushed_event():
+            status, ev = d.api("GET", "/api/v1/events?limit=50")
+            return status == 200 and any(e["code"] == "TLS_TICKETS_FLUSHED" for e in ev)
+        wait_for(flushed_event, 10, "the TLS_TICKETS_FLUSHED event")
+        status, text = d.api("GET", "/metrics")
+        assert "postern_tls_ticket_key_flushes_total 1" in text
+        assert 'postern_tls_tickets_total{result="unknown_key"} 1' in text, text
+
+
+def rsa_cert(prefix, cn):
+    cert, key = prefix + ".crt", prefix + ".key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-subj", "/CN=" + cn, "-days", "30"], check=True, capture_output=True)
+    return cert, key
+
+
+def test_no_resumption_across_a_certificate_swap():
+    """Issue 9: a TLS 1.2 session made with the ECDSA certificate was resumed after a swap to RSA."""
+    with running() as d:
+        ec_cert, ec_key = make_cert(os.path.join(d.dir, "mx"), "mx.e2e.test")
+        d.write_config({"smtp": {"tls_cert_file": ec_cert, "tls_key_file": ec_key}})
+        assert d.ctl("reload")[0] == 0
+        ctx = client_ctx(tls12=True)
+        reused, s1, fp = smtp_tls(d.port, ctx)
+        assert not reused and fp == cert_fingerprint(ec_cert)
+        assert smtp_tls(d.port, ctx, s1)[0]
+        reused, s2, _ = smtp_tls(d.port, ctx)
+        rsa_crt, rsa_key = rsa_cert(os.path.join(d.dir, "mx-rsa"), "mx.e2e.test")
+        os.replace(rsa_key, ec_key)
+        os.replace(rsa_crt, ec_cert)
+        rc, out, err = d.ctl("reload")
+        assert rc == 0, err
+        reused, s3, fp = smtp_tls(d.port, ctx, s2)
+        assert not reused, "a session from the ECDSA certificate was resumed after the swap to RSA"
+        assert fp == cert_fingerprint(ec_cert)  # the new (RSA) certificate, in a full handshake
+        assert smtp_tls(d.port, ctx, s3)[0], "sessions under the new certificate resume"
+
+
+def test_outbound_never_resumes_an_unverified_session_under_verify():
+    """Resumption skips the certificate check: a TLS session made under policy "may" (server not
+    checked) was offered again, per next-hop address, to a destination under "verify" and the
+    message went to a server nobody had verified."""
+    peer = Peer()  # its self-signed certificate is in no trust store
+    try:
+        hop = "[127.0.0.1]:%d" % peer.port
+        conf = {"server": {"workers": 1},  # TLS sessions are cached per worker
+                "relay": {"domains": ["example.test", "strict.test"]},
+                "routes": {"example.test": hop, "strict.test": hop},
+                "outbound": {"tls": "may", "connection_cache_time": "", "connect_timeout": "2s",
+                             "command_timeout": "4s"},
+                "outbound.tls_policy": {"strict.test": "verify"},
+                "queue": {"min_backoff": "1h", "max_backoff": "2h"}}
+        with running(conf) as d:
+            assert send_message(d.port, rcpt="alice@example.test")[0] == 250
+            wait_for(lambda: len(peer.messages()) == 1, 15, "delivery under may")
+            assert peer.messages()[0]["tls"] is True and not peer.messages()[0]["tls_resumed"]
+            assert send_message(d.port, rcpt="carol@example.test")[0] == 250
+            wait_for(lambda: len(peer.messages()) == 2, 15, "the second delivery under may")
+            assert peer.messages()[1]["tls_resumed"], "the TLS session to the same next hop was not resumed"
+            code, text = send_message(d.port, rcpt="bob@strict.test", body="Subject: strict\r\n\r\nx\r\n")
+            qid = QID.search(text).group(1)
+            def settled():
+                lines = [l for l in d.log_text().splitlines() if "queue_id=%s to=<bob@strict.test>" % qid in l]
+                return len(peer.messages()) > 2 or any("deferred" in l for l in lines)
+            wait_for(settled, 15, "the strict message delivered or deferred")
+            assert len(peer.messages()) == 2, "delivered to an unverified server under policy verify"
+            assert "certificate verify failed" in d.log_text(), log_tail(d)
+    finally:
+        peer.cleanup()

@@ -58,6 +58,10 @@ def test_client_that_never_reads_is_cut_and_frees_its_slot():
         for _ in range(3):  # fill the address's slots with clients that pipeline and never read
             s = socket.create_connection(("127.0.0.1", d.port))
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(5)
+            s.recv(4096)  # the greeting
+            s.sendall(b"EHLO never-reads.test\r\n")  # HELP may be pipelined after EHLO's reply
+            s.recv(4096)
             s.setblocking(False)
             sent = 0
             deadline = time.time() + 5

@@ -7,7 +7,7 @@ It stores what it receives and answers as the test tells it. Binds 127.0.0.x onl
                [--no-chunking] [--no-pipelining] [--no-8bitmime] [--no-smtputf8]
                [--client-cert] [--control FILE]
 
-DIR/NNNN.eml and DIR/NNNN.json (mail_from, rcpts, tls, client_cert) for every message accepted;
+DIR/NNNN.eml and DIR/NNNN.json (mail_from, rcpts, tls, tls_resumed, client_cert) for every message accepted;
 DIR/commands.log: one JSON line per command received ({"cmd": ..., "tls": bool}).
 The control file (JSON, re-read for every connection) scripts replies:
   {"rules": [{"at": "MAIL|RCPT|DATA|EOD|EHLO|GREETING", "match": "substring", "reply": "451 ...",
@@ -31,22 +31,21 @@ COUNTER = [0]
 USED = {}
 
 
-CONTEXT = []
+_TLS_CTX = None
 
 
-def server_context():
-    """One context for every connection, as a real server has: its ticket keys make TLS
-    resumption possible."""
-    with LOCK:
-        if not CONTEXT:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(ARGS.cert, ARGS.key)
-            if ARGS.client_cert:
-                ctx.verify_mode = ssl.CERT_OPTIONAL
-                ctx.check_hostname = False
-                ctx.load_verify_locations(ARGS.client_ca or ARGS.cert)
-            CONTEXT.append(ctx)
-        return CONTEXT[0]
+def server_tls_context():
+    """One server context for every connection, as a real MTA has: TLS sessions can resume."""
+    global _TLS_CTX
+    if _TLS_CTX is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(ARGS.cert, ARGS.key)
+        if ARGS.client_cert:
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+            ctx.check_hostname = False
+            ctx.load_verify_locations(ARGS.client_ca or ARGS.cert)
+        _TLS_CTX = ctx
+    return _TLS_CTX
 
 
 class Handler(socketserver.StreamRequestHandler):
@@ -56,6 +55,7 @@ class Handler(socketserver.StreamRequestHandler):
         super().setup()
         self.tls = False
         self.client_cert = None
+        self.tls_resumed = False
 
     def log_cmd(self, line):
         with LOCK, open(os.path.join(ARGS.dir, "commands.log"), "a") as f:
@@ -146,11 +146,12 @@ class Handler(socketserver.StreamRequestHandler):
                     self.wfile.flush()
                     return
                 self.send("220 2.0.0 Ready to start TLS")
-                sock = server_context().wrap_socket(self.connection, server_side=True)
+                sock = server_tls_context().wrap_socket(self.connection, server_side=True)
                 self.connection = sock
                 self.rfile = sock.makefile("rb")
                 self.wfile = sock.makefile("wb")
                 self.tls = True
+                self.tls_resumed = sock.session_reused
                 der = sock.getpeercert(binary_form=True)
                 if der:
                     import hashlib
@@ -225,7 +226,7 @@ class Handler(socketserver.StreamRequestHandler):
                 f.write(body)
             with open(base + ".json.tmp", "w") as f:
                 json.dump({"mail_from": mail_from, "rcpts": rcpts, "tls": self.tls,
-                           "client_cert": self.client_cert}, f)
+                           "tls_resumed": self.tls_resumed, "client_cert": self.client_cert}, f)
             os.rename(base + ".json.tmp", base + ".json")
         self.send("250 2.0.0 Ok: stored %d" % n)
 

@@ -83,3 +83,42 @@ TEST(Config, Networks) {
   ASSERT_TRUE(parse_network("10.1.2.3", n));
   EXPECT_EQ(n.prefix, 32);
 }
+
+TEST(Config, TlsTicketsAndHttpClient) {
+  auto d = parse_config("", "t.toml");
+  EXPECT_EQ(d.tls.ticket_key_rotation, std::chrono::hours(12));
+  EXPECT_EQ(d.http_client.proxy, "");
+  auto c = parse_config(R"(
+[tls]
+ticket_key_rotation = "30m"
+[http_client]
+proxy = "http://user:pw@proxy.example:3128"
+ca_file = "/etc/ssl/certs/ca-certificates.crt"
+)", "t.toml");
+  EXPECT_EQ(c.tls.ticket_key_rotation, std::chrono::minutes(30));
+  EXPECT_EQ(c.http_client.proxy, "http://user:pw@proxy.example:3128");
+  EXPECT_EQ(c.http_client.ca_file, "/etc/ssl/certs/ca-certificates.crt");
+  EXPECT_EQ(parse_config("[tls]\nticket_key_rotation = \"\"\n", "t.toml").tls.ticket_key_rotation.count(), 0);
+  EXPECT_EQ(parse_config("[http_client]\nproxy = \"direct\"\n", "t.toml").http_client.proxy, "direct");
+  EXPECT_EQ(parse_config("[http_client]\nproxy = \"socks5h://[::1]:1080/\"\n", "t.toml").http_client.proxy,
+            "socks5h://[::1]:1080/");
+  struct Case { const char* toml; const char* key; } bad[] = {
+      {"[tls]\nticket_key_rotation = \"30s\"\n", "tls.ticket_key_rotation"},
+      {"[tls]\nticket_key_rotation = \"8d\"\n", "tls.ticket_key_rotation"},
+      {"[tls]\nticket_key_rotation = 5\n", "tls.ticket_key_rotation"},
+      {"[tls]\nticket_rotation = \"1h\"\n", "tls.ticket_rotation"},
+      {"[http_client]\nproxy = \"proxy.example:3128\"\n", "http_client.proxy"},
+      {"[http_client]\nproxy = \"ftp://proxy.example\"\n", "http_client.proxy"},
+      {"[http_client]\nproxy = \"http://\"\n", "http_client.proxy"},
+      {"[http_client]\nproxy = \"http://a b\"\n", "http_client.proxy"},
+      {"[http_client]\ntimeout = \"5s\"\n", "http_client.timeout"},
+  };
+  for (auto& b : bad) {
+    try {
+      parse_config(b.toml, "t.toml");
+      ADD_FAILURE() << "accepted: " << b.toml;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(b.key), std::string::npos) << e.what();
+    }
+  }
+}

@@ -75,7 +75,9 @@ std::shared_ptr<const ContextSet> context(bool server) {
   }();
   std::string crt = dir + "/c.crt", key = dir + "/c.key";
   EXPECT_EQ(ensure_self_signed(crt, key, "stream.test"), "");
-  auto r = build_context(crt, key, server);
+  ContextOptions o;
+  o.server = server;
+  auto r = build_context_files(crt, key, o);
   EXPECT_TRUE(r.set) << r.error;
   return r.set;
 }

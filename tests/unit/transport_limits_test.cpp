@@ -46,6 +46,7 @@ TEST(Router, MatchesMethodsPathsAndParams) {
       {"GET", "/api/v1/queue", "list", 0},
       {"GET", "/api/v1/queue/", "list", 0},
       {"POST", "/api/v1/queue/ABC/hold", "hold ABC", 0},
+      {"POST", "/api/v1/queue/A%2FB/hold", "hold A/B", 0},  // %2F is inside a segment
       {"GET", "/api/v1/queue/ABC/hold", "", 405},
       {"GET", "/api/v1/nothing", "", 404},
       {"GET", "/", "", 404},
