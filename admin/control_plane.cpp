@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -384,11 +385,7 @@ void ControlPlane::handle(const HttpRequest& req, Responder respond) {
     });
   }
   if (area == "queue") {
-    if (p.size() == 3 && m == "GET") {
-      json out = json::array();
-      for (auto& q : sched_.list()) out.push_back(queue_json(q));
-      return respond(ok_json(out));
-    }
+    if (p.size() == 3 && m == "GET") return respond(queue_page(req));
     if (p.size() == 4 && p[3] == "flush" && m == "POST") {
       size_t n = sched_.flush_all();
       raise("QUEUE_FLUSH", "info", "flush of the whole queue: " + std::to_string(n) + " messages");
@@ -420,6 +417,30 @@ void ControlPlane::handle(const HttpRequest& req, Responder respond) {
     return respond(err(405, "method not allowed"));
   }
   respond(err(404, "no such endpoint"));
+}
+
+// GET /api/v1/queue?limit=N&after=QID: one page in queue ID (= arrival) order, never the
+// whole queue at once: a large queue must not hold the control loop (and /health) for seconds.
+HttpResponse ControlPlane::queue_page(const HttpRequest& req) {
+  size_t limit = kQueuePageDefault;
+  if (auto it = req.query.find("limit"); it != req.query.end()) {
+    const std::string& v = it->second;
+    unsigned long n = 0;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc() || end != v.data() + v.size() || n < 1 || n > kQueuePageMax)
+      return err(400, "limit must be a number from 1 to " + std::to_string(kQueuePageMax));
+    limit = n;
+  }
+  std::string after;
+  if (auto it = req.query.find("after"); it != req.query.end()) {
+    after = it->second;
+    if (!after.empty() && !valid_queue_id(after)) return err(400, "after must be a queue ID");
+  }
+  auto page = sched_.list(after, limit);
+  json msgs = json::array();
+  for (auto& q : page.msgs) msgs.push_back(queue_json(q));
+  json next = page.next_after.empty() ? json(nullptr) : json(page.next_after);
+  return ok_json({{"total", page.total}, {"limit", limit}, {"messages", msgs}, {"next_after", next}});
 }
 
 std::string ControlPlane::metrics() const {
@@ -464,6 +485,8 @@ std::string ControlPlane::metrics() const {
     o << "postern_spool_commit_batches_total " << st.batches << "\n";
     metric("postern_spool_commits_total", "counter", "Messages committed to the spool.");
     o << "postern_spool_commits_total " << st.messages << "\n";
+    metric("postern_spool_sync_errors_total", "counter", "Failed spool syncs (the messages they covered got 451).");
+    o << "postern_spool_sync_errors_total " << st.sync_errors << "\n";
     metric("postern_spool_free_files", "gauge", "Retired queue files kept for reuse.");
     o << "postern_spool_free_files " << rt_.spool->pool_size() << "\n";
   }

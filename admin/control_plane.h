@@ -57,6 +57,9 @@ class ControlPlane {
  private:
   void handle(const HttpRequest& req, Responder respond);
   void notify_nodes(const std::string& kind);  // NOTIFY the other nodes (when the database is up)
+  HttpResponse queue_page(const HttpRequest& req);
+  static constexpr size_t kQueuePageDefault = 100;
+  static constexpr size_t kQueuePageMax = 1000;
   void on_db_state(bool up);
   void on_notify(const std::string& channel, const std::string& payload);
   void load_state();

@@ -89,9 +89,10 @@ const json& list(const json& j, const char* key) {
   return j.is_object() && j.contains(key) && j[key].is_array() ? j[key] : empty;
 }
 
-void print_queue(const json& q) {
-  std::printf("%-16s %8s %4s %-5s %-19s %-30s %s\n", "QUEUE ID", "SIZE", "TRY", "HELD", "NEXT ATTEMPT", "SENDER",
-              "RECIPIENTS (pending)");
+void print_queue(const json& q, bool header = true) {
+  if (header)
+    std::printf("%-16s %8s %4s %-5s %-19s %-30s %s\n", "QUEUE ID", "SIZE", "TRY", "HELD", "NEXT ATTEMPT", "SENDER",
+                "RECIPIENTS (pending)");
   for (auto& m : q) {
     int pending = 0;
     std::string first;
@@ -156,6 +157,48 @@ void print_result(const std::string& method, const std::string& path, const json
 }
 
 // Queue IDs are letters and digits: an empty, "/" or "?" one would change which endpoint is called.
+int refused(long status, const std::string& body) {
+  auto j = json::parse(body, nullptr, false);
+  std::string why = !j.is_discarded() && j.is_object() && j.contains("error") ? str(j, "error") : body;
+  std::cerr << "posternctl: " << (status ? std::to_string(status) + " " : "") << why << "\n";
+  return 1;
+}
+
+// queue list: GET /api/v1/queue page by page (--all follows next_after to the end; each request
+// stays bounded). Without --all, where the next page starts goes to stderr.
+int queue_list(Client& cl, size_t limit, std::string after, bool all, bool as_json) {
+  json merged = json::array();
+  int64_t total = 0;
+  bool header = true;
+  for (int pages = 0; pages < 1'000'000; ++pages) {
+    std::string body, path = "/api/v1/queue?limit=" + std::to_string(limit);
+    if (!after.empty()) path += "&after=" + after;
+    long status = cl.call("GET", path, body);
+    if (status < 200 || status > 299) return refused(status, body);
+    auto j = json::parse(body, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("messages")) return refused(0, "unexpected answer: " + body);
+    total = num(j, "total");
+    std::string next = str(j, "next_after");
+    if (as_json && !all) {
+      std::cout << j.dump(2) << "\n";
+    } else if (as_json) {
+      for (auto& m : list(j, "messages")) merged.push_back(m);
+    } else {
+      print_queue(list(j, "messages"), header);
+      header = false;
+    }
+    if (next.empty() || next == after) break;
+    if (!all) {
+      std::cerr << "posternctl: " << total << " messages in the queue; next page: posternctl queue list --after "
+                << next << (limit != 100 ? " --limit " + std::to_string(limit) : "") << "\n";
+      break;
+    }
+    after = next;
+  }
+  if (as_json && all) std::cout << json{{"total", total}, {"messages", merged}}.dump(2) << "\n";
+  return 0;
+}
+
 std::string check_queue_id(const std::string& id) {
   if (id.empty()) return "a queue ID is required (see: posternctl queue list)";
   if (id.size() > 64 || !std::all_of(id.begin(), id.end(), [](unsigned char c) { return std::isalnum(c) != 0; }))
@@ -192,7 +235,14 @@ int run(int argc, char** argv) {
   std::string method, path;
   auto* queue = app.add_subcommand("queue", "the mail queue");
   std::string qid;
-  queue->add_subcommand("list", "messages in the queue")->callback([&] { method = "GET"; path = "/api/v1/queue"; });
+  size_t qlimit = 100;
+  std::string qafter;
+  bool qall = false;
+  auto* qlist = queue->add_subcommand("list", "messages in the queue, oldest first, one page at a time");
+  qlist->add_option("--limit", qlimit, "messages per page (1-1000)")->capture_default_str()->check(CLI::Range(1, 1000));
+  qlist->add_option("--after", qafter, "start after this queue ID (the last one of the previous page)")->check(queue_id);
+  qlist->add_flag("--all", qall, "follow the pages to the end of the queue");
+  qlist->callback([&] { method = "GET"; path = "/api/v1/queue"; });
   auto* show = queue->add_subcommand("show", "one message");
   show->add_option("queue_id", qid)->required()->check(queue_id);
   show->callback([&] { method = "GET"; path = "/api/v1/queue/" + qid; });
@@ -255,6 +305,11 @@ int run(int argc, char** argv) {
     return 2;
   }
   curl_global_init(CURL_GLOBAL_DEFAULT);
+  if (path == "/api/v1/queue") {
+    int rc = queue_list(cl, qlimit, qafter, qall, as_json);
+    curl_global_cleanup();
+    return rc;
+  }
   std::string body;
   long status = cl.call(method, path, body);
   curl_global_cleanup();

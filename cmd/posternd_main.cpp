@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "admin/control_plane.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "conf/config.h"
 #include "mta/fd_budget.h"
@@ -88,8 +89,8 @@ std::string reload(Daemon& d, const std::string& why) {
   }
   if (next != old) {
     if (next->smtp.listen.size() != old->smtp.listen.size() || next->state_dir != old->state_dir ||
-        next->workers != old->workers)
-      spdlog::warn("reload: smtp.listen, server.state_dir and server.workers take effect at restart");
+        next->workers != old->workers || next->queue.sync_per_file != old->queue.sync_per_file)
+      spdlog::warn("reload: smtp.listen, server.state_dir, server.workers and queue.sync take effect at restart");
     if (auto err = ensure_default_cert(*next); !err.empty()) spdlog::error("reload: {}", err);
     d.rt.config.publish(next);
     apply_fd_budget(d, *next);
@@ -172,7 +173,8 @@ void begin_drain(Daemon& d, const char* why) {
   }, 50, 50);
 }
 
-int run(const std::string& config_path) {
+int run(const std::string& config_path, const std::string& test_clock) {
+  std::unique_ptr<OffsetFileClock> clock;  // outlives the daemon that reads it
   Daemon d;
   g_daemon = &d;
   open_signals(d);
@@ -185,6 +187,12 @@ int run(const std::string& config_path) {
 
   if (auto err = lock_state_dir(d, cfg->state_dir); !err.empty()) return start_failed(d, err);
   d.rt.config.publish(cfg);
+  if (!test_clock.empty()) {  // testing only: see base/clock.h
+    clock = std::make_unique<OffsetFileClock>(test_clock);
+    d.rt.clock = clock.get();
+    spdlog::warn("test clock in use: time is shifted by the offset in {} (now {}s); never run a real MTA so",
+                 test_clock, clock->offset().count() / 1'000'000'000);
+  }
   apply_fd_budget(d, *cfg);
   if (auto err = ensure_default_cert(*cfg); !err.empty())
     return start_failed(d, "cannot create the default certificates: " + err);
@@ -192,7 +200,14 @@ int run(const std::string& config_path) {
     if (r != tls::Role::kInboundMta || cfg->smtp.starttls)
       if (auto err = d.rt.tls.reload(r, *cfg); !err.empty())
         return start_failed(d, std::string("the ") + tls::role_name(r) + " certificate was refused: " + err);
-  d.spool = std::make_unique<queue::Spool>(cfg->state_dir + "/queue");
+  queue::SpoolOptions so;
+  so.sync = cfg->queue.sync_per_file ? queue::SyncMode::kFile : queue::SyncMode::kSyncfs;
+  so.clock = d.rt.clock;
+  try {
+    d.spool = std::make_unique<queue::Spool>(cfg->state_dir + "/queue", so);
+  } catch (const std::exception& e) {  // the directory, or a kernel whose syncfs hides errors
+    return start_failed(d, e.what());
+  }
   d.rt.spool = d.spool.get();
   d.rt.spool_free_bytes = d.spool->free_bytes();
 
@@ -207,9 +222,13 @@ int run(const std::string& config_path) {
   }
   std::vector<mta::Worker*> ws;
   for (auto& w : d.workers) ws.push_back(w.get());
-  d.scheduler = std::make_unique<mta::Scheduler>(d.loop, d.rt, ws);
+  d.scheduler = std::make_unique<mta::Scheduler>(
+      d.loop, d.rt, ws.size(), [ws](size_t i, delivery::DeliveryJob job, mta::Scheduler::Done done) {
+        ws[i]->deliver(std::move(job), std::move(done));
+      });
   d.rt.on_queued = [s = d.scheduler.get()](const Envelope& env) { s->submit(env); };
-  d.scheduler->load(d.spool->recovered());
+  d.spool->recover([&d](Envelope&& env) { d.scheduler->load(std::move(env)); });
+  d.scheduler->loaded();
   // Only now: a message a worker commits finds on_queued and the scheduler in place.
   for (auto& w : d.workers) w->start();
   d.control = std::make_unique<admin::ControlPlane>(
@@ -244,7 +263,7 @@ int run(const std::string& config_path) {
   std::string listen;
   for (auto& a : cfg->smtp.listen) listen += (listen.empty() ? "" : ", ") + a.host + ":" + std::to_string(a.port);
   spdlog::info("posternd {} started pid={} workers={} listen={} state_dir={} queued={}", POSTERN_VERSION,
-               getpid(), n, listen, cfg->state_dir, d.spool->recovered().size());
+               getpid(), n, listen, cfg->state_dir, d.scheduler->size());
   std::cout << "posternd: SMTP (STARTTLS " << (cfg->smtp.starttls ? "on" : "off") << ") on " << listen
             << "; admin API https://" << cfg->admin_listen << "/api/v1/ (token in " << cfg->state_dir
             << "/admin.token); state in " << cfg->state_dir << "; log in " << (log_file.empty() ? "stderr" : log_file)
@@ -264,9 +283,16 @@ int run(const std::string& config_path) {
 int main(int argc, char** argv) {
   CLI::App app{"posternd - the Postern mail transfer agent and mail security gateway"};
   std::string config = "conf/postern.toml";
+  std::string test_clock;
   bool check = false, print_listen = false;
   app.add_option("-c,--config", config, "configuration file")->capture_default_str();
   app.add_flag("--check", check, "validate the configuration and exit");
+  app.add_option("--test-clock", test_clock,
+                 "TESTING ONLY: shift the daemon's clock (retry schedules, queue lifetime, delay warnings, "
+                 "DSN dates, queue IDs) by the offset in FILE, e.g. \"3600\", \"-90s\", \"6d\" (missing or "
+                 "empty: 0); FILE is re-read at most every 100 ms. libuv timers and socket timeouts are not "
+                 "shifted. Never use it on a real MTA.")
+      ->type_name("FILE");
   app.add_flag("--print-listen", print_listen,
                "validate the configuration, print the addresses posternd listens on (\"smtp HOST:PORT\", "
                "\"admin HOST:PORT\", one a line) and exit");
@@ -289,7 +315,7 @@ int main(int argc, char** argv) {
       std::cout << config << ": configuration OK\n";
       return 0;
     }
-    return postern::run(config);
+    return postern::run(config, test_clock);
   } catch (const postern::ConfigError& e) {
     std::cerr << "posternd: " << e.what() << "\n";
     return 2;

@@ -385,6 +385,10 @@ Config parse_config(std::string_view text, const std::string& path) {
   q.duration("lifetime", c.queue.lifetime);
   q.duration("delay_warning", c.queue.delay_warning, true);
   q.boolean("deliver", c.queue.deliver);
+  std::string sync = "syncfs";
+  q.str("sync", sync);
+  if (sync != "syncfs" && sync != "file") fail("queue.sync", "must be \"syncfs\" or \"file\" (got '" + sync + "')");
+  c.queue.sync_per_file = sync == "file";
   q.finish();
   if (c.queue.max_backoff < c.queue.min_backoff) fail("queue.max_backoff", "must not be below queue.min_backoff");
 

@@ -119,6 +119,9 @@ struct QueueConfig {
   std::chrono::milliseconds lifetime{std::chrono::hours(24 * 5)};
   std::chrono::milliseconds delay_warning{std::chrono::hours(4)};  // 0 = none
   bool deliver = true;  // false: accept and queue only, deliver nothing (like defer_transports)
+  // queue.sync: "syncfs" (one syncfs per commit batch; Linux 5.8 or later) or "file" (fdatasync
+  // of every queue file and an fsync of the directory). Read at start-up only.
+  bool sync_per_file = false;
 };
 
 struct TlsConfig {

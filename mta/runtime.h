@@ -10,6 +10,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "base/clock.h"
 #include "base/snapshot.h"
 #include "conf/config.h"
 #include "mta/queue/spool.h"
@@ -61,6 +62,8 @@ struct Runtime {
   std::atomic<uint64_t> spool_free_bytes{UINT64_MAX};  // refreshed by the control loop
   // smtp.max_sessions, or less when the descriptor limit cannot hold that many (see fd_budget.h).
   std::atomic<uint32_t> session_limit{2000};
+  // Time for everything with a deadline (base/clock.h); posternd --test-clock replaces it.
+  const Clock* clock = &real_clock();
   // Called (from the committer thread) for every message committed by the inbound side.
   std::function<void(const Envelope&)> on_queued;
 };

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +30,13 @@ struct DeliveryJob {
   NextHop route;
   TlsLevel tls = TlsLevel::kMay;
   std::vector<JobMessage> msgs;
+  // Per-message results, as soon as they are known (thread-safe, cheap; call it on the worker
+  // loop whenever smtp::SmtpClientSession::take_results() gave something, with the remote that
+  // answered). The scheduler writes the recipients' states to the message's envelope, or
+  // retires the message, at once, so a crash before the job ends re-sends nothing the next hop
+  // accepted. Results given here may be given again in the JobResult: repeats are ignored.
+  // Empty when the scheduler does not want them (tests).
+  std::function<void(std::vector<smtp::RcptResult> results, const std::string& remote)> record;
 };
 
 struct JobResult {

@@ -363,6 +363,10 @@ void OutboundConnection::drive() {
 
 void OutboundConnection::drive_once() {
   if (!session_) return;
+  // Each result as soon as the session has it: on disk before the job ends (issue 9).
+  auto rs = session_->take_results();
+  if (!rs.empty() && job_.record) job_.record(rs, remote_);
+  for (auto& r : rs) results_.push_back(std::move(r));
   std::string out = session_->take_output();
   if (!out.empty() && stream_) stream_->write(out);
   if (stream_ && session_->wants_starttls() && !stream_->tls_started()) start_tls();

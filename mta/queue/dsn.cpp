@@ -1,3 +1,5 @@
+// dsn.cpp — see dsn.h. Pure: the caller gives the time. Peer-supplied text (diagnostics,
+// remote names) is folded to one line before it goes into a header field.
 #include "mta/queue/dsn.h"
 
 #include <cctype>
@@ -41,8 +43,7 @@ std::vector<size_t> wants_dsn(const Envelope& env, const std::vector<size_t>& rc
 }
 
 Dsn make_dsn(DsnKind kind, const Envelope& orig, const std::vector<size_t>& rcpts, const std::string& original,
-             const std::string& hostname, const std::string& date, const std::string& boundary,
-             int64_t retry_until) {
+             const std::string& hostname, int64_t now, const std::string& boundary, int64_t retry_until) {
   const bool delayed = kind == DsnKind::kDelayed;
   Dsn d;
   d.env.mail_from = "";
@@ -52,10 +53,10 @@ Dsn make_dsn(DsnKind kind, const Envelope& orig, const std::vector<size_t>& rcpt
   d.env.body = orig.body;
   d.env.helo = hostname;
   d.env.client_ip = "127.0.0.1";
-  d.env.received_at = static_cast<int64_t>(std::time(nullptr));
+  d.env.received_at = now;
 
   std::string& m = d.text;
-  m += "Date: " + date + "\r\n";
+  m += "Date: " + rfc5322_date(static_cast<std::time_t>(now)) + "\r\n";
   m += "From: Mail Delivery System <MAILER-DAEMON@" + hostname + ">\r\n";
   m += "To: <" + orig.mail_from + ">\r\n";
   m += std::string("Subject: ") +

@@ -23,11 +23,11 @@ struct Dsn {
   std::string text;  // the whole message
 };
 
-// original: the stored message (Received: first). date: RFC 5322 date. boundary: unique token.
-// retry_until (delayed only): when Postern gives up, for the Will-Retry-Until field. A delay
-// notice carries the original's headers only; a failure notice the whole message unless RET=HDRS.
+// original: the stored message (Received: first). now: the clock's unix time (the Date: field
+// and the notice's own arrival time). boundary: unique token. retry_until (delayed only): when
+// Postern gives up, for the Will-Retry-Until field. A delay notice carries the original's
+// headers only; a failure notice the whole message unless RET=HDRS.
 Dsn make_dsn(DsnKind kind, const Envelope& orig, const std::vector<size_t>& rcpts, const std::string& original,
-             const std::string& hostname, const std::string& date, const std::string& boundary,
-             int64_t retry_until = 0);
+             const std::string& hostname, int64_t now, const std::string& boundary, int64_t retry_until = 0);
 
 }  // namespace postern::queue

@@ -2,11 +2,14 @@
 // 250 becomes a promise. Every error path fails the commit (451), never acknowledges it.
 #include "mta/queue/spool.h"
 
+#include "base/log.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -113,20 +116,54 @@ bool SpoolWriter::write(std::string_view data) {
   return true;
 }
 
-Spool::Spool(std::string dir) : dir_(std::move(dir)), active_(dir_ + "/active") {
+Spool::Spool(std::string dir, SpoolOptions opts)
+    : dir_(std::move(dir)), active_(dir_ + "/active"), opts_(std::move(opts)) {
   namespace fs = std::filesystem;
+  check_kernel();
   fs::create_directories(active_);
   fs::create_directories(dir_ + "/corrupt");
-  active_fd_ = ::open(active_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (active_fd_ < 0) throw std::runtime_error("cannot open spool directory " + active_);
-  recover();
+  active_fd_ = open_dir();
+  commit_fd_ = open_dir();
+  flush_fd_ = open_dir();
+  changes_fd_ = open_dir();
+  scan();
   thread_ = std::thread([this] { run(); });
   changes_thread_ = std::thread([this] { run_changes(); });
 }
 
+int Spool::open_dir() const {
+  int fd = ::open(active_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error("cannot open spool directory " + active_ + ": " + std::strerror(errno));
+  return fd;
+}
+
+bool Spool::syncfs_reports_errors(std::string_view release) {
+  unsigned major = 0, minor = 0;
+  auto [p, ec] = std::from_chars(release.data(), release.data() + release.size(), major);
+  if (ec != std::errc() || p == release.data() + release.size() || *p != '.') return false;
+  auto [q, ec2] = std::from_chars(p + 1, release.data() + release.size(), minor);
+  if (ec2 != std::errc()) return false;
+  return major > 5 || (major == 5 && minor >= 8);
+}
+
+void Spool::check_kernel() const {
+  if (opts_.sync != SyncMode::kSyncfs) return;
+  std::string release = opts_.kernel_release;
+  if (release.empty()) {
+    struct utsname u {};
+    if (::uname(&u) == 0) release = u.release;
+  }
+  if (!syncfs_reports_errors(release))
+    throw std::runtime_error("spool: Linux " + release +
+                             " does not report write-back errors through syncfs (5.8 or later does); a failed "
+                             "write could be acknowledged with 250. Set queue.sync = \"file\" to sync every queue "
+                             "file on its own");
+}
+
 Spool::~Spool() {
   stop();
-  if (active_fd_ >= 0) ::close(active_fd_);
+  for (int fd : {active_fd_, commit_fd_, flush_fd_, changes_fd_})
+    if (fd >= 0) ::close(fd);
 }
 
 void Spool::stop() {
@@ -142,7 +179,7 @@ void Spool::stop() {
   }
   changes_cv_.notify_all();
   if (changes_thread_.joinable()) changes_thread_.join();
-  if (flush_wanted_ && ::syncfs(active_fd_) != 0) ::fsync(active_fd_);  // the last retirements
+  if (flush_wanted_) sync_flush();  // the last retirements
 }
 
 bool Spool::read_message(const std::string& path, uint64_t len, std::string& out) {
@@ -214,10 +251,25 @@ bool Spool::read_queue_file(const std::string& path, const std::string& qid, Env
   return true;
 }
 
-void Spool::recover() {
+static uint64_t decode_id_micros(std::string_view qid) {
+  static const std::string_view kAlphabet = "0123456789BCDFGHJKLMNPQRSTVWXYZ";
+  if (qid.size() < 11) return 0;
+  uint64_t v = 0;
+  for (char c : qid.substr(0, 11)) {
+    auto d = kAlphabet.find(c);
+    if (d == std::string_view::npos) return 0;
+    v = v * 31 + d;
+  }
+  return v;
+}
+
+// Start-up, before the threads: what an interrupted run left behind (.tmp files, the .env of a
+// message retired just before a crash) goes; free files join the pool; the messages wait for
+// recover().
+void Spool::scan() {
   namespace fs = std::filesystem;
-  size_t orphans = 0, corrupt = 0;
-  std::set<std::string> msgs, envs;
+  size_t orphans = 0;
+  std::set<std::string> msgs;
   std::vector<FreeFile> free;
   for (auto& e : fs::directory_iterator(active_)) {
     auto name = e.path().filename().string();
@@ -230,14 +282,37 @@ void Spool::recover() {
     } else if (name.ends_with(".msg")) {
       msgs.insert(name.substr(0, name.size() - 4));
     } else if (name.ends_with(".env")) {
-      envs.insert(name.substr(0, name.size() - 4));
+      found_envs_.insert(name.substr(0, name.size() - 4));
     } else {
-      spdlog::warn("spool: unknown file {}/{} left alone", active_, name);
+      spdlog::warn("spool: unknown file {}/{} left alone", active_, esc(name));
     }
   }
   for (auto& f : free) {
     if (!pool_put(f.name, f.size)) ::unlinkat(active_fd_, f.name.c_str(), 0);
   }
+  for (auto it = found_envs_.begin(); it != found_envs_.end();) {
+    if (msgs.count(*it)) {
+      ++it;
+      continue;
+    }
+    ::unlinkat(active_fd_, (*it + ".env").c_str(), 0);  // its message was retired just before a crash
+    ++orphans;
+    it = found_envs_.erase(it);
+  }
+  uint64_t last = 0;
+  for (auto& qid : msgs) last = std::max(last, decode_id_micros(qid));
+  last_id_us_.store(last);
+  found_msgs_.assign(msgs.begin(), msgs.end());
+  if (orphans) ::fsync(active_fd_);
+  spdlog::info("spool scanned dir={} messages={} orphans_removed={} free_files={}", dir_, found_msgs_.size(), orphans,
+               pool_size());
+}
+
+size_t Spool::recover(const std::function<void(Envelope&&)>& each) {
+  namespace fs = std::filesystem;
+  size_t corrupt = 0, n = 0;
+  std::vector<std::string> msgs;
+  msgs.swap(found_msgs_);
   for (auto& qid : msgs) {
     Envelope env;
     uint64_t len = 0;
@@ -248,11 +323,11 @@ void Spool::recover() {
       spdlog::error("queue_id={} spool: {}: moved to {}/corrupt", qid, err, dir_);
       std::error_code ec;
       fs::rename(msg_path(qid), dir_ + "/corrupt/" + qid + ".msg", ec);
-      if (envs.erase(qid)) fs::rename(active_ + "/" + qid + ".env", dir_ + "/corrupt/" + qid + ".env", ec);
+      if (found_envs_.erase(qid)) fs::rename(active_ + "/" + qid + ".env", dir_ + "/corrupt/" + qid + ".env", ec);
       ++corrupt;
       continue;
     }
-    if (envs.count(qid)) {
+    if (found_envs_.erase(qid)) {
       std::ifstream in(active_ + "/" + qid + ".env");
       std::stringstream ss;
       ss << in.rdbuf();
@@ -260,6 +335,7 @@ void Spool::recover() {
       if (envelope_from_json(ss.str(), newer) && newer.queue_id == qid) {
         newer.message_size = len;
         env = std::move(newer);
+        std::lock_guard lk(env_files_mu_);
         env_files_.insert(qid);
       } else {
         spdlog::error("queue_id={} spool: unreadable {}.env ignored; the envelope stored with the message is used",
@@ -268,24 +344,86 @@ void Spool::recover() {
         fs::rename(active_ + "/" + qid + ".env", dir_ + "/corrupt/" + qid + ".env", ec);
       }
     }
-    recovered_.push_back(std::move(env));
+    ++n;
+    each(std::move(env));
   }
-  for (auto& qid : envs) {
-    if (!msgs.count(qid)) {  // its message was retired just before a crash
-      ::unlinkat(active_fd_, (qid + ".env").c_str(), 0);
-      ++orphans;
+  found_envs_.clear();
+  if (corrupt) ::fsync(active_fd_);
+  spdlog::info("spool recovered dir={} messages={} corrupt={}", dir_, n, corrupt);
+  return n;
+}
+
+std::vector<Envelope> Spool::recover_all() {
+  std::vector<Envelope> out;
+  recover([&](Envelope&& e) { out.push_back(std::move(e)); });
+  return out;
+}
+
+// The envelope stored in a queue file, without reading (or checking) the message: recovery and
+// the commit checked the file; this is the scheduler reading back what it wrote.
+bool Spool::read_embedded_envelope(const std::string& path, std::string& json, std::string& err) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    err = std::strerror(errno);
+    return false;
+  }
+  struct stat st {};
+  std::string footer(kFooterLen, '\0');
+  uint64_t len = 0, env_len = 0;
+  bool ok = ::fstat(fd, &st) == 0 && st.st_size >= static_cast<off_t>(kFooterLen) &&
+            pread_all(fd, footer.data(), kFooterLen, static_cast<uint64_t>(st.st_size) - kFooterLen) &&
+            footer.starts_with(kFooterMagic) && parse_hex(std::string_view(footer).substr(10, 16), len) &&
+            parse_hex(std::string_view(footer).substr(27, 8), env_len) &&
+            len + env_len + kFooterLen == static_cast<uint64_t>(st.st_size);
+  if (ok) {
+    json.assign(static_cast<size_t>(env_len), '\0');
+    ok = pread_all(fd, json.data(), json.size(), len);
+  }
+  ::close(fd);
+  if (!ok) err = "queue file unreadable or without footer";
+  return ok;
+}
+
+bool Spool::load_envelope(const std::string& qid, Envelope& env, std::string& err) const {
+  std::string json;
+  {
+    std::lock_guard lk(changes_mu_);
+    if (auto it = latest_.find(qid); it != latest_.end()) json = it->second.json;
+  }
+  if (json.empty()) {
+    // Not being rewritten: the installed <qid>.env (renamed into place before its Latest was
+    // dropped, so it is at least as new), else the envelope stored with the message.
+    int fd = ::openat(active_fd_, (qid + ".env").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      char buf[64 * 1024];
+      ssize_t n;
+      while ((n = ::read(fd, buf, sizeof buf)) > 0) json.append(buf, static_cast<size_t>(n));
+      ::close(fd);
+      if (n < 0) {
+        err = std::string("cannot read ") + qid + ".env: " + std::strerror(errno);
+        return false;
+      }
+    } else if (!read_embedded_envelope(msg_path(qid), json, err)) {
+      return false;
     }
   }
-  if (orphans || corrupt) ::fsync(active_fd_);
-  spdlog::info("spool recovered dir={} messages={} orphans_removed={} corrupt={} free_files={}", dir_,
-               recovered_.size(), orphans, corrupt, pool_size());
+  if (!envelope_from_json(json, env) || env.queue_id != qid) {
+    err = "envelope unreadable or for another queue ID";
+    return false;
+  }
+  return true;
 }
 
 std::string Spool::new_queue_id() {
-  static std::atomic<uint32_t> counter{0};
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                std::chrono::system_clock::now().time_since_epoch()).count();
-  return base32(static_cast<uint64_t>(us), 11) + base32(counter.fetch_add(1) % (31 * 31 * 31), 3);
+  // Time-ordered (so a listing by queue ID is by arrival) and never repeated, even when the
+  // clock steps back: each ID's time part is after the last one's.
+  auto now = static_cast<uint64_t>(std::max<int64_t>(0, opts_.clock->unix_micros()));
+  uint64_t last = last_id_us_.load();
+  uint64_t next;
+  do {
+    next = std::max(now, last + 1);
+  } while (!last_id_us_.compare_exchange_weak(last, next));
+  return base32(next, 11) + base32(id_counter_.fetch_add(1) % (31 * 31 * 31), 3);
 }
 
 size_t Spool::pool_size() const {
@@ -325,6 +463,7 @@ void Spool::pool_release(const std::string& name, uint64_t size) {
 std::unique_ptr<SpoolWriter> Spool::open(const std::string& qid) {
   auto w = std::unique_ptr<SpoolWriter>(new SpoolWriter());
   w->qid_ = qid;
+  w->sync_gen_ = sync_errors_.load();  // before the first byte: an error seen later concerns it
   for (;;) {
     FreeFile f;
     {
@@ -374,13 +513,19 @@ bool Spool::stopping() const {
 
 CommitStats Spool::stats() const {
   std::lock_guard lk(mu_);
-  return stats_;
+  CommitStats st = stats_;
+  st.sync_errors = sync_errors_.load();
+  return st;
 }
 
 void Spool::update(const Envelope& env) {
+  std::string json = envelope_to_json(env);
   {
     std::lock_guard lk(changes_mu_);
-    updates_.emplace_back(env.queue_id, envelope_to_json(env));
+    auto& l = latest_[env.queue_id];
+    l.seq = ++update_seq_;
+    l.json = std::move(json);
+    updates_.push_back(env.queue_id);
   }
   changes_cv_.notify_one();
 }
@@ -388,9 +533,23 @@ void Spool::update(const Envelope& env) {
 void Spool::remove(const std::string& qid) {
   {
     std::lock_guard lk(changes_mu_);
+    latest_.erase(qid);  // a rewrite still waiting is moot
     removes_.push_back(qid);
   }
   changes_cv_.notify_one();
+}
+
+void Spool::note_sync_error(const char* what, int err) {
+  sync_errors_.fetch_add(1);
+  spdlog::error("spool: {} sync of {} failed: {}; messages written before now are not acknowledged", what, active_,
+                std::strerror(err));
+}
+
+// Retirements and envelope rewrites made durable without a commit to carry them: the
+// directory (and in syncfs mode the whole filesystem) through the committer's own descriptor.
+void Spool::sync_flush() {
+  bool fs = opts_.sync == SyncMode::kSyncfs;
+  if ((fs ? opts_.ops.syncfs(flush_fd_) : opts_.ops.fsync(flush_fd_)) != 0) note_sync_error("flush", errno);
 }
 
 void Spool::run() {
@@ -411,8 +570,7 @@ void Spool::run() {
       flush_only = batch.empty();
     }
     if (flush_only) {
-      if (::syncfs(active_fd_) != 0 && ::fsync(active_fd_) != 0)
-        spdlog::error("spool: sync of {} failed: {}", active_, std::strerror(errno));
+      sync_flush();
       continue;
     }
     commit_batch(batch);
@@ -421,7 +579,7 @@ void Spool::run() {
 }
 
 void Spool::run_changes() {
-  std::vector<std::pair<std::string, std::string>> updates;
+  std::vector<std::string> updates;
   std::vector<std::string> removes;
   for (;;) {
     {
@@ -439,47 +597,10 @@ void Spool::run_changes() {
 
 // Envelope rewrites (write .env.tmp, flush, rename over .env) and retirements (the .msg back to
 // the free pool, then its .env); the committer's next sync makes the renames durable.
-void Spool::apply_changes(std::vector<std::pair<std::string, std::string>>& updates,
-                          std::vector<std::string>& removes) {
+void Spool::apply_changes(std::vector<std::string>& updates, std::vector<std::string>& removes) {
   auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::pair<int, std::string>> written;  // fd, qid
-  for (auto& [qid, json] : updates) {
-    std::string tmp = qid + ".env.tmp";
-    int fd = ::openat(active_fd_, tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || !write_all(fd, json.data(), json.size())) {
-      spdlog::error("queue_id={} cannot rewrite envelope: {}", qid, std::strerror(errno));
-      if (fd >= 0) ::close(fd);
-      ::unlinkat(active_fd_, tmp.c_str(), 0);
-      continue;
-    }
-    written.emplace_back(fd, qid);
-  }
-  bool synced = written.size() > 1 && ::syncfs(active_fd_) == 0;
-  for (auto& [fd, qid] : written) {
-    std::string tmp = qid + ".env.tmp";
-    std::string env = qid + ".env";
-    if ((!synced && ::fdatasync(fd) != 0) || ::renameat(active_fd_, tmp.c_str(), active_fd_, env.c_str()) != 0) {
-      spdlog::error("queue_id={} cannot install envelope: {}", qid, std::strerror(errno));
-      ::unlinkat(active_fd_, tmp.c_str(), 0);
-    } else {
-      env_files_.insert(qid);
-    }
-    ::close(fd);
-  }
-  for (auto& qid : removes) {
-    // The .msg first: a crash in between leaves an orphan .env, which recovery deletes.
-    std::string msg = qid + ".msg";
-    struct stat st {};
-    bool recycled = false;
-    if (::fstatat(active_fd_, msg.c_str(), &st, 0) == 0 && pool_has_room(static_cast<uint64_t>(st.st_size)) &&
-        ::renameat(active_fd_, msg.c_str(), active_fd_, free_name(qid).c_str()) == 0) {
-      recycled = true;
-      pool_release(free_name(qid), static_cast<uint64_t>(st.st_size));
-    }
-    if (!recycled && ::unlinkat(active_fd_, msg.c_str(), 0) != 0 && errno != ENOENT)
-      spdlog::error("queue_id={} cannot remove queue file: {}", qid, std::strerror(errno));
-    if (env_files_.erase(qid)) ::unlinkat(active_fd_, (qid + ".env").c_str(), 0);
-  }
+  write_updates(updates);
+  for (auto& qid : removes) retire(qid);
   // Made durable by the committer's next filesystem sync (a commit's, or one of its own within
   // kFlushDelay): retirements need not cost a directory fsync of their own.
   {
@@ -491,12 +612,100 @@ void Spool::apply_changes(std::vector<std::pair<std::string, std::string>>& upda
                std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
 }
 
+void Spool::write_updates(std::vector<std::string>& updates) {
+  struct Written {
+    int fd;
+    std::string qid;
+    uint64_t seq;
+  };
+  std::vector<Written> written;
+  std::unordered_set<std::string> done;
+  for (auto& qid : updates) {
+    if (!done.insert(qid).second) continue;  // several rewrites of one message: the latest is written
+    Latest l;
+    {
+      std::lock_guard lk(changes_mu_);
+      auto it = latest_.find(qid);
+      if (it == latest_.end()) continue;  // retired meanwhile
+      l = it->second;
+    }
+    std::string tmp = qid + ".env.tmp";
+    int fd = ::openat(active_fd_, tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || !write_all(fd, l.json.data(), l.json.size())) {
+      spdlog::error("queue_id={} cannot rewrite envelope: {}", qid, std::strerror(errno));
+      if (fd >= 0) ::close(fd);
+      ::unlinkat(active_fd_, tmp.c_str(), 0);
+      continue;  // Latest stays: the scheduler reads back what it wrote, not the older file
+    }
+    written.push_back({fd, qid, l.seq});
+  }
+  bool synced = false;
+  if (written.size() > 1 && opts_.sync == SyncMode::kSyncfs) {
+    synced = opts_.ops.syncfs(changes_fd_) == 0;
+    if (!synced) note_sync_error("envelope", errno);  // then each file on its own, below
+  }
+  for (auto& w : written) {
+    std::string tmp = w.qid + ".env.tmp";
+    std::string env = w.qid + ".env";
+    if ((!synced && opts_.ops.fdatasync(w.fd) != 0) ||
+        ::renameat(active_fd_, tmp.c_str(), active_fd_, env.c_str()) != 0) {
+      spdlog::error("queue_id={} cannot install envelope: {}", w.qid, std::strerror(errno));
+      ::unlinkat(active_fd_, tmp.c_str(), 0);
+    } else {
+      {
+        std::lock_guard lk(env_files_mu_);
+        env_files_.insert(w.qid);
+      }
+      std::lock_guard lk(changes_mu_);
+      if (auto it = latest_.find(w.qid); it != latest_.end() && it->second.seq == w.seq) latest_.erase(it);
+    }
+    ::close(w.fd);
+  }
+}
+
+void Spool::retire(const std::string& qid) {
+  // The .msg first: a crash in between leaves an orphan .env, which start-up deletes.
+  std::string msg = qid + ".msg";
+  struct stat st {};
+  bool recycled = false;
+  if (::fstatat(active_fd_, msg.c_str(), &st, 0) == 0 && pool_has_room(static_cast<uint64_t>(st.st_size)) &&
+      ::renameat(active_fd_, msg.c_str(), active_fd_, free_name(qid).c_str()) == 0) {
+    recycled = true;
+    pool_release(free_name(qid), static_cast<uint64_t>(st.st_size));
+  }
+  if (!recycled && ::unlinkat(active_fd_, msg.c_str(), 0) != 0 && errno != ENOENT)
+    spdlog::error("queue_id={} cannot remove queue file: {}", qid, std::strerror(errno));
+  bool had_env;
+  {
+    std::lock_guard lk(env_files_mu_);
+    had_env = env_files_.erase(qid) > 0;
+  }
+  if (had_env) ::unlinkat(active_fd_, (qid + ".env").c_str(), 0);
+}
+
 void Spool::commit_batch(std::vector<Pending>& batch) {
   std::vector<char> ok(batch.size(), 0);
   auto t0 = std::chrono::steady_clock::now();
-  // 1. Envelope and footer after each message, trim what a recycled file held beyond, and give
-  //    the file its queue name. Nothing is acknowledged yet: until the sync, a crash leaves a
-  //    file whose checksum does not match.
+  write_tails(batch, ok);
+  sync_batch(batch, ok);
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+  SPDLOG_DEBUG("spool commit batch={} synced_in_us={} mode={}", batch.size(), us,
+               opts_.sync == SyncMode::kSyncfs ? "syncfs" : "file");
+  {
+    std::lock_guard lk(mu_);
+    stats_.batches++;
+    stats_.messages += batch.size();
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    batch[i].w.reset();  // closes the file; a failed writer deletes its file
+    batch[i].done(ok[i] != 0);
+  }
+}
+
+// Envelope and footer after each message, trim what a recycled file held beyond, and give the
+// file its queue name. Nothing is acknowledged yet: until the sync, a crash leaves a file whose
+// checksum does not match.
+void Spool::write_tails(std::vector<Pending>& batch, std::vector<char>& ok) {
   for (size_t i = 0; i < batch.size(); ++i) {
     auto& w = *batch[i].w;
     const auto& json = batch[i].env_json;
@@ -514,36 +723,41 @@ void Spool::commit_batch(std::vector<Pending>& batch) {
     w.committed_ = true;
     ok[i] = 1;
   }
-  // 2. One filesystem sync for the batch (data, envelopes and the renames); per file and the
-  //    directory if syncfs is refused.
-  bool synced = ::syncfs(active_fd_) == 0;
-  if (!synced) {
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (ok[i] && ::fdatasync(batch[i].w->fd_) != 0) {
-        spdlog::error("queue_id={} fsync failed: {}", batch[i].w->qid_, std::strerror(errno));
-        ::unlinkat(active_fd_, (batch[i].w->qid_ + ".msg").c_str(), 0);
-        ok[i] = 0;
-      }
+}
+
+// A committed-but-not-durable file is taken back: never acknowledged, never recovered.
+void Spool::fail_committed(Pending& p, std::vector<char>& ok, size_t i, const char* why) {
+  spdlog::error("queue_id={} not acknowledged: {}", p.w->qid_, why);
+  ::unlinkat(active_fd_, (p.w->qid_ + ".msg").c_str(), 0);
+  ok[i] = 0;
+}
+
+// The batch's durability: one syncfs through the commit's own descriptor, or each file and the
+// directory. See spool.h on write-back errors.
+void Spool::sync_batch(std::vector<Pending>& batch, std::vector<char>& ok) {
+  if (opts_.sync == SyncMode::kSyncfs) {
+    if (opts_.ops.syncfs(commit_fd_) != 0) {
+      note_sync_error("commit", errno);
+      for (size_t i = 0; i < batch.size(); ++i)
+        if (ok[i]) fail_committed(batch[i], ok, i, "the filesystem sync failed");
+      return;
     }
-    if (::fsync(active_fd_) != 0) {
-      spdlog::error("spool: fsync of {} failed: {}", active_, std::strerror(errno));
-      for (size_t i = 0; i < batch.size(); ++i) {
-        if (!ok[i]) continue;
-        ::unlinkat(active_fd_, (batch[i].w->qid_ + ".msg").c_str(), 0);
-        ok[i] = 0;
-      }
-    }
-  }
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
-  SPDLOG_DEBUG("spool commit batch={} synced_in_us={} mode={}", batch.size(), us, synced ? "syncfs" : "fdatasync");
-  {
-    std::lock_guard lk(mu_);
-    stats_.batches++;
-    stats_.messages += batch.size();
+    uint64_t gen = sync_errors_.load();
+    for (size_t i = 0; i < batch.size(); ++i)
+      if (ok[i] && batch[i].w->sync_gen_ != gen)
+        fail_committed(batch[i], ok, i, "a filesystem sync failed while it was being written");
+    return;
   }
   for (size_t i = 0; i < batch.size(); ++i) {
-    batch[i].w.reset();  // closes the file; a failed writer deletes its file
-    batch[i].done(ok[i] != 0);
+    if (ok[i] && opts_.ops.fdatasync(batch[i].w->fd_) != 0) {
+      sync_errors_.fetch_add(1);
+      fail_committed(batch[i], ok, i, (std::string("fdatasync failed: ") + std::strerror(errno)).c_str());
+    }
+  }
+  if (opts_.ops.fsync(commit_fd_) != 0) {
+    note_sync_error("directory", errno);
+    for (size_t i = 0; i < batch.size(); ++i)
+      if (ok[i]) fail_committed(batch[i], ok, i, "the directory sync failed");
   }
 }
 
@@ -573,7 +787,7 @@ std::string envelope_to_json(const Envelope& env) {
   for (auto& r : env.rcpts)
     rs.push_back({{"addr", r.address}, {"notify", r.notify}, {"orcpt", r.orcpt},
                   {"state", static_cast<int>(r.state)}, {"status", r.status}, {"diag", r.diag},
-                  {"remote", r.remote}});
+                  {"remote", r.remote}, {"dsn_owed", r.dsn_owed}});
   j["attempts"] = env.attempts;
   j["next_attempt"] = env.next_attempt;
   j["held"] = env.held;
@@ -611,6 +825,7 @@ bool envelope_from_json(const std::string& text, Envelope& env) {
       rc.status = r.value("status", std::string());
       rc.diag = r.value("diag", std::string());
       rc.remote = r.value("remote", std::string());
+      rc.dsn_owed = r.value("dsn_owed", false) && rc.state == RcptState::kFailed;
       env.rcpts.push_back(std::move(rc));
     }
     env.attempts = j.value("attempts", 0u);

@@ -19,11 +19,22 @@
 // (count, bytes, and size of a file kept).
 //
 // Durability: the committer thread writes each batch's envelopes and footers, renames the files
-// to their <qid>.msg names, and makes the whole batch durable with one syncfs (fdatasync of each
-// file and an fsync of the directory if syncfs is refused). Only then is the client told 250.
-// A crash before the sync can leave a <qid>.msg whose data never reached the disk: its checksum
-// fails and recovery moves it to corrupt/ (it was never acknowledged). fsync never runs on a loop
-// thread; commits are grouped so durability does not cap throughput.
+// to their <qid>.msg names, and makes the whole batch durable with one syncfs (queue.sync =
+// "syncfs", the default) or with an fdatasync of each file and an fsync of the directory
+// (queue.sync = "file"). Only then is the client told 250. A crash before the sync can leave a
+// <qid>.msg whose data never reached the disk: its checksum fails and recovery moves it to
+// corrupt/ (it was never acknowledged). fsync never runs on a loop thread; commits are grouped so
+// durability does not cap throughput.
+//
+// Write-back errors (security-sensitive: a lost error is a 250 for a message that is not on
+// disk). Since Linux 5.8 syncfs reports a write-back error of the filesystem once per open file
+// description, so every caller of syncfs has its own descriptor of the directory: the commit
+// (commit_fd_, nothing else syncs through it), the committer's flushes of retirements and the
+// envelope rewrites. A sync error seen by any of them also fails every message whose file was
+// opened before it (its pages may be the ones that were lost; the commit's next syncfs would
+// not report that error again), until messages opened after it commit on a clean sync. A kernel
+// older than 5.8 reports no syncfs errors at all: the spool refuses to start there unless
+// queue.sync = "file" (fdatasync reports the errors of each file to its own descriptor).
 #pragma once
 
 #include <chrono>
@@ -34,9 +45,16 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unistd.h>
+
+#include <atomic>
+#include <set>
+#include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
+#include "base/clock.h"
 #include "mta/envelope.h"
 
 namespace postern::queue {
@@ -59,6 +77,7 @@ class SpoolWriter {
   std::string name_;        // the free file being written, in active/
   uint64_t old_size_ = 0;   // what the recycled file held before
   uint64_t bytes_ = 0;
+  uint64_t sync_gen_ = 0;  // the spool's count of sync errors when this file was opened
   uint32_t crc_ = 0;
   bool failed_ = false;
   bool committed_ = false;
@@ -67,19 +86,45 @@ class SpoolWriter {
 struct CommitStats {
   uint64_t batches = 0;
   uint64_t messages = 0;
+  uint64_t sync_errors = 0;  // failed syncfs/fsync/fdatasync calls
+};
+
+enum class SyncMode { kSyncfs, kFile };
+
+// The system calls that make data durable; unit tests inject failures. Each returns 0, or -1
+// with errno set.
+struct SyncOps {
+  std::function<int(int)> syncfs = [](int fd) { return ::syncfs(fd); };
+  std::function<int(int)> fdatasync = [](int fd) { return ::fdatasync(fd); };
+  std::function<int(int)> fsync = [](int fd) { return ::fsync(fd); };
+};
+
+struct SpoolOptions {
+  SyncMode sync = SyncMode::kSyncfs;
+  const Clock* clock = &real_clock();  // queue IDs
+  SyncOps ops;
+  std::string kernel_release;  // "" = uname(); tests pass e.g. "5.4.0"
 };
 
 class Spool {
  public:
-  // Creates the directories and recovers the committed messages.
-  explicit Spool(std::string dir);
+  // Creates the directories, cleans up what an interrupted run left (.tmp files, orphan .env)
+  // and takes over the free files. Throws std::runtime_error when the directory cannot be
+  // opened, or in syncfs mode on a kernel that does not report syncfs errors.
+  explicit Spool(std::string dir, SpoolOptions opts = {});
   ~Spool();
   Spool(const Spool&) = delete;
   Spool& operator=(const Spool&) = delete;
 
-  // The committed messages found at start-up, each with its latest envelope (message_size is
-  // the stored message's length).
-  const std::vector<Envelope>& recovered() const { return recovered_; }
+  // Start-up, once: checks every message found in the directory and hands each committed one,
+  // with its latest envelope (message_size = the stored message's length), to `each`, one at a
+  // time, so a large queue is never held in memory twice. Returns how many it handed over.
+  size_t recover(const std::function<void(Envelope&&)>& each);
+  std::vector<Envelope> recover_all();  // the same into a vector (tests, tools)
+  // The latest envelope of a committed message (an update not yet on disk included); for the
+  // scheduler, which keeps only a small index of each message in memory. message_size is left
+  // as the caller knows it. false (with why) when it cannot be read.
+  bool load_envelope(const std::string& qid, Envelope& env, std::string& err) const;
   std::string new_queue_id();
   std::unique_ptr<SpoolWriter> open(const std::string& qid);
   // Hands the writer to the committer thread. done(ok) runs on the committer thread.
@@ -105,6 +150,10 @@ class Spool {
   // Reads and checks a committed queue file (footer, lengths, checksum, queue ID).
   static bool read_queue_file(const std::string& path, const std::string& qid, Envelope& env,
                               uint64_t& msg_len, std::string& err);
+  // Does this kernel (uname release, e.g. "6.1.0-13-amd64") report write-back errors through
+  // syncfs? Linux 5.8 and later.
+  static bool syncfs_reports_errors(std::string_view release);
+  SyncMode sync_mode() const { return opts_.sync; }
 
   static constexpr size_t kPoolMaxFiles = 4096;
   static constexpr uint64_t kPoolMaxFileBytes = 1 << 20;
@@ -122,12 +171,26 @@ class Spool {
     std::string name;
     uint64_t size;
   };
+  struct Latest {  // an envelope rewrite not yet installed as <qid>.env
+    uint64_t seq = 0;
+    std::string json;
+  };
   void run();
   void run_changes();
   bool stopping() const;
   void commit_batch(std::vector<Pending>& batch);
-  void apply_changes(std::vector<std::pair<std::string, std::string>>& updates, std::vector<std::string>& removes);
-  void recover();
+  void write_tails(std::vector<Pending>& batch, std::vector<char>& ok);
+  void sync_batch(std::vector<Pending>& batch, std::vector<char>& ok);
+  void fail_committed(Pending& p, std::vector<char>& ok, size_t i, const char* why);
+  void sync_flush();
+  void note_sync_error(const char* what, int err);
+  void apply_changes(std::vector<std::string>& updates, std::vector<std::string>& removes);
+  void write_updates(std::vector<std::string>& updates);
+  void retire(const std::string& qid);
+  void scan();
+  void check_kernel() const;
+  int open_dir() const;
+  static bool read_embedded_envelope(const std::string& path, std::string& json, std::string& err);
   // Offers a file to the free pool; false when the pool is full (the caller deletes it).
   bool pool_put(std::string name, uint64_t size);
   bool pool_has_room(uint64_t size) const;
@@ -135,8 +198,16 @@ class Spool {
 
   std::string dir_;
   std::string active_;
-  std::vector<Envelope> recovered_;
-  int active_fd_ = -1;
+  SpoolOptions opts_;
+  std::vector<std::string> found_msgs_;  // from scan(), for recover()
+  std::set<std::string> found_envs_;
+  int active_fd_ = -1;   // directory operations (openat, renameat, unlinkat); never synced
+  int commit_fd_ = -1;   // the commit's own descriptor: only commit_batch syncs through it
+  int flush_fd_ = -1;    // the committer's flushes of retirements and renames
+  int changes_fd_ = -1;  // the changes thread's syncs of envelope rewrites
+  std::atomic<uint64_t> sync_errors_{0};
+  std::atomic<uint64_t> last_id_us_{0};  // queue IDs only move forward, whatever the clock does
+  std::atomic<uint32_t> id_counter_{0};
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Pending> pending_;
@@ -145,11 +216,14 @@ class Spool {
   std::vector<FreeFile> pool_;
   uint64_t pool_bytes_ = 0;
   // Envelope rewrites and retirements run on their own thread: they must never delay a 250.
-  std::mutex changes_mu_;
+  mutable std::mutex changes_mu_;
   std::condition_variable changes_cv_;
-  std::vector<std::pair<std::string, std::string>> updates_;  // qid, envelope JSON
+  std::unordered_map<std::string, Latest> latest_;  // under changes_mu_
+  uint64_t update_seq_ = 0;                         // under changes_mu_
+  std::vector<std::string> updates_;  // qids with a new Latest
   std::vector<std::string> removes_;
-  std::unordered_set<std::string> env_files_;  // qids with a <qid>.env (changes thread only)
+  std::mutex env_files_mu_;
+  std::unordered_set<std::string> env_files_;  // qids with a <qid>.env
   std::thread changes_thread_;
   bool stop_ = false;
   bool flush_wanted_ = false;  // the changes thread did work that the next sync must cover

@@ -230,9 +230,9 @@ void InboundConnection::force_close() {
 
 std::string InboundConnection::new_queue_id() { return w_.runtime().spool->new_queue_id(); }
 
-std::string InboundConnection::rfc5322_date() { return postern::rfc5322_now(); }
+std::string InboundConnection::rfc5322_date() { return postern::rfc5322_date(w_.runtime().clock->unix_seconds()); }
 
-int64_t InboundConnection::now_unix() { return static_cast<int64_t>(std::time(nullptr)); }
+int64_t InboundConnection::now_unix() { return w_.runtime().clock->unix_seconds(); }
 
 bool InboundConnection::disk_below_floor() {
   return w_.runtime().spool_free_bytes.load() < cfg_->smtp.min_free_space;

@@ -58,8 +58,10 @@ class Daemon:
     """posternd with its own state dir and port. sections: {"smtp": {"max_recipients": 3}, ...};
     a section's keys override the defaults below."""
 
-    def __init__(self, sections=None, state_dir=None, port=None, deliver=True):
+    def __init__(self, sections=None, state_dir=None, port=None, deliver=True, test_clock=False):
         self.deliver = deliver
+        # posternd --test-clock FILE: the daemon's time is real time + the offset in FILE.
+        self.test_clock = test_clock
         self.admin_port = free_port()
         self.dir = state_dir or tempfile.mkdtemp(prefix="postern-e2e-")
         if not state_dir:
@@ -100,13 +102,28 @@ class Daemon:
                 f.write("\n")
 
     @property
+    def clock_file(self):
+        return os.path.join(self.dir, "test-clock")
+
+    def move_clock(self, offset_seconds):
+        """Sets the daemon's clock to real time + offset (test_clock=True); it notices within 100 ms."""
+        assert self.test_clock, "start the Daemon with test_clock=True"
+        tmp = self.clock_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("%d\n" % offset_seconds)
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, self.clock_file)
+
+    @property
     def log(self):
         return os.path.join(self.dir, "log", "posternd.log")
 
     def start(self, expect_ok=True):
         self.out = open(os.path.join(self.dir, "stdout.txt"), "ab")
-        self.proc = subprocess.Popen(self.prefix + [os.path.join(BIN, "posternd"), "--config", self.conf],
-                                     stdout=self.out, stderr=subprocess.STDOUT)
+        args = self.prefix + [os.path.join(BIN, "posternd"), "--config", self.conf]
+        if self.test_clock:
+            args += ["--test-clock", self.clock_file]
+        self.proc = subprocess.Popen(args, stdout=self.out, stderr=subprocess.STDOUT)
         if expect_ok:
             wait_for(self._listening, 15, "posternd to listen on %d" % self.port)
         return self

@@ -366,3 +366,132 @@ def test_pipelined_data_without_chunking():
             assert "BDAT" not in cmds and cmds.count("DATA") == 2, cmds
     finally:
         peer.cleanup()
+
+
+def test_test_clock_moves_the_queue_to_its_delay_warning_and_its_bounce():
+    """posternd --test-clock: a message deferred by the next hop gets its delay warning and then
+    its 4.4.7 bounce when the clock is moved, in seconds of real time, never hours."""
+    import email.utils
+    peer = Peer(tls=False, control={"rules": [{"at": "RCPT", "match": "alice@", "reply": "451 4.2.0 mailbox busy"}]})
+    try:
+        conf = relay_conf(peer, extra={"queue": {"min_backoff": "1h", "max_backoff": "4h", "lifetime": "2d",
+                                                 "delay_warning": "3h"}})
+        with running(conf, test_clock=True) as d:
+            t0 = time.time()
+            code, text = send_message(d.port, sender="sender@example.test",
+                                      body="Subject: stuck\r\nMessage-ID: <stuck@example.test>\r\n\r\nx\r\n")
+            assert code == 250, text
+            qid = QID.search(text).group(1)
+            d.wait_log("queue_id=%s deferred attempts=1 next_retry_in=3600s" % qid)
+            dsns = lambda: [m["body"].decode() for m in peer.messages() if m["mail_from"].startswith("FROM:<>")]
+            assert dsns() == [] and d.queued() == [qid]
+            # Three hours later: the retry is due, fails again, and the sender is warned once.
+            d.move_clock(3 * 3600 + 60)
+            d.wait_log("test clock: offset=10860s")
+            d.wait_log("queue_id=%s deferred attempts=2" % qid, 10)
+            wait_for(lambda: len(dsns()) == 1, 15, "the delay warning")
+            assert "Action: delayed" in dsns()[0] and "Status: 4.2.0" in dsns()[0]
+            assert d.envelope(qid)["delay_warned"] is True
+            # Past queue.lifetime: the next try is the last one, and the message bounces (4.4.7).
+            d.move_clock(2 * 86400 + 3600)
+            wait_for(lambda: len(dsns()) == 2, 20, "the bounce after the lifetime")
+            b = dsns()[1]
+            assert "Subject: Undelivered Mail Returned to Sender" in b
+            report = b.split("message/delivery-status")[1].split("message/rfc822")[0]
+            assert "Final-Recipient: rfc822; alice@example.test" in report
+            assert "Action: failed" in report and "Status: 4.4.7" in report, report
+            assert "delivery time expired after 3 attempts" in report
+            assert "Message-ID: <stuck@example.test>" in b
+            # The DSN is dated by the daemon's (moved) clock.
+            date = email.utils.parsedate_to_datetime(re.search(r"^Date: (.*)\r$", b, re.M).group(1)).timestamp()
+            assert abs(date - (time.time() + 2 * 86400 + 3600)) < 120, date
+            wait_for(lambda: qid not in d.queued(), 10, "the original removed")
+            assert not any("alice@" in r for m in peer.messages() for r in m["rcpts"])
+            assert time.time() - t0 < 60  # the two days took seconds
+    finally:
+        peer.cleanup()
+
+
+def test_a_crash_mid_job_does_not_resend_what_the_next_hop_took():
+    """Two messages in one job; the next hop takes the first, then stalls on the second's data;
+    posternd is killed then. The first was recorded (and retired) as soon as it was accepted, so
+    the restart sends only the second. (Before, results were kept until the whole job ended.)"""
+    import signal
+    peer = Peer(tls=False, control={"rules": [{"at": "EOD", "match": "second@", "sleep": 6, "times": 1}]})
+    try:
+        with running(relay_conf(peer, extra={"outbound": {"command_timeout": "30s"}}), deliver=False) as d:
+            q1 = QID.search(send_message(d.port, sender="first@remote.example")[1]).group(1)
+            q2 = QID.search(send_message(d.port, sender="second@remote.example")[1]).group(1)
+            assert d.queued() == sorted([q1, q2])
+            d.deliver = True  # both go in one job
+            d.write_config()
+            d.signal(signal.SIGHUP)
+            firsts = lambda: [m for m in peer.messages() if "first@" in m["mail_from"]]
+            wait_for(lambda: len(firsts()) == 1, 15, "the first message at the next hop")
+            wait_for(lambda: q1 not in d.queued(), 3, "the first retired while the job goes on")
+            assert q2 in d.queued()
+            d.kill9()  # the peer is still sleeping on the second message's data
+            d.start()
+            wait_for(lambda: d.queued() == [], 30, "the second delivered after the restart")
+            assert len(firsts()) == 1, "the first message was sent again"
+            assert any("second@" in m["mail_from"] for m in peer.messages())
+    finally:
+        peer.cleanup()
+
+
+def test_queue_listing_is_paged_in_the_api_and_posternctl():
+    import json as _json
+    with running({}, deliver=False) as d:
+        ids = []
+        c = Smtp(d.port)
+        c.cmd("EHLO a")
+        for i in range(25):
+            assert c.cmd("MAIL FROM:<s%d@remote.example>" % i)[0] == 250
+            assert c.cmd("RCPT TO:<r%d@example.test>" % i)[0] == 250
+            c.cmd("DATA")
+            c.send("Subject: %d\r\n\r\nx\r\n.\r\n" % i)
+            code, text = c.reply()
+            assert code == 250, text
+            ids.append(QID.search(text).group(1))
+        c.cmd("QUIT")
+        assert ids == sorted(ids)  # queue IDs follow arrival
+        status, page = d.api("GET", "/api/v1/queue?limit=10")
+        assert status == 200, page
+        assert page["total"] == 25 and page["limit"] == 10
+        assert [m["queue_id"] for m in page["messages"]] == ids[:10]
+        assert page["next_after"] == ids[9]
+        assert page["messages"][3]["from"] == "s3@remote.example"
+        assert page["messages"][3]["recipients"][0]["address"] == "r3@example.test"
+        status, page = d.api("GET", "/api/v1/queue?limit=10&after=" + ids[19])
+        assert [m["queue_id"] for m in page["messages"]] == ids[20:] and page["next_after"] is None
+        status, page = d.api("GET", "/api/v1/queue")  # the default page (100) holds them all
+        assert len(page["messages"]) == 25 and page["next_after"] is None
+        for bad in ("limit=0", "limit=1001", "limit=x", "after=../x"):
+            status, body = d.api("GET", "/api/v1/queue?" + bad)
+            assert status == 400, (bad, status, body)
+        rc, out, err = d.ctl("queue", "list", "--limit", "10")
+        assert rc == 0, err
+        assert [l.split()[0] for l in out.splitlines()[1:]] == ids[:10], out
+        assert "25 messages in the queue; next page: posternctl queue list --after %s --limit 10" % ids[9] in err
+        rc, out, err = d.ctl("queue", "list", "--limit", "10", "--after", ids[9])
+        assert [l.split()[0] for l in out.splitlines()[1:]] == ids[10:20], out
+        rc, out, err = d.ctl("queue", "list", "--limit", "7", "--all")
+        assert rc == 0 and [l.split()[0] for l in out.splitlines()[1:]] == ids, out
+        rc, out, err = d.ctl("--json", "queue", "list", "--limit", "7", "--all")
+        j = _json.loads(out)
+        assert j["total"] == 25 and [m["queue_id"] for m in j["messages"]] == ids
+        rc, out, err = d.ctl("queue", "list", "--limit", "0")
+        assert rc != 0
+
+
+def test_per_file_sync_mode_queues_and_relays():
+    peer = Peer(tls=False)
+    try:
+        with running(relay_conf(peer, extra={"queue": {"sync": "file"}})) as d:
+            code, text = send_message(d.port, body="Subject: per file\r\n\r\nx\r\n")
+            assert code == 250, text
+            wait_for(lambda: len(peer.messages()) == 1, 15, "delivery")
+            wait_for(lambda: d.queued() == [], 10, "queue empty")
+            d.wait_log("mode=file")  # the commit's debug line names how it synced
+    finally:
+        peer.cleanup()

@@ -34,6 +34,7 @@ tls = "encrypt"
 "bank.example" = "verify"
 [queue]
 delay_warning = ""
+sync = "file"
 )", "t.toml");
   EXPECT_EQ(c.hostname, "mx.example.org");
   EXPECT_EQ(c.smtp.listen[1].host, "::1");
@@ -46,6 +47,7 @@ delay_warning = ""
   EXPECT_EQ(c.outbound.tls, TlsLevel::kEncrypt);
   EXPECT_EQ(c.outbound.tls_policy.at("bank.example"), TlsLevel::kVerify);
   EXPECT_EQ(c.queue.delay_warning.count(), 0);
+  EXPECT_TRUE(c.queue.sync_per_file);
 }
 
 TEST(Config, BadKeysAreNamed) {
@@ -59,6 +61,7 @@ TEST(Config, BadKeysAreNamed) {
       {"[routes]\n\"a.example\" = \"[]:25\"\n", "routes.a.example"},
       {"[bogus]\nx = 1\n", "bogus"},
       {"[queue]\nmin_backoff = \"2h\"\nmax_backoff = \"1h\"\n", "queue.max_backoff"},
+      {"[queue]\nsync = \"fast\"\n", "queue.sync"},
   };
   for (auto& c : cases) {
     try {

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "base/time_format.h"
 #include "mta/queue/dsn.h"
 
 using namespace postern;
@@ -38,9 +39,12 @@ TEST(Dsn, NotifySelectsRecipientsPerKind) {
 
 TEST(Dsn, DelayedNoticeCarriesHeadersAndRetryTime) {
   auto e = three_rcpts();
-  auto d = queue::make_dsn(DsnKind::kDelayed, e, {0, 2}, kOriginal, "mx.test", "Sun, 22 Nov 2026 10:00:00 +0000",
-                           "BOUND", e.received_at + 5 * 86400);
+  const int64_t now = e.received_at + 4 * 3600;
+  auto d = queue::make_dsn(DsnKind::kDelayed, e, {0, 2}, kOriginal, "mx.test", now, "BOUND", e.received_at + 5 * 86400);
   EXPECT_EQ(d.env.mail_from, "");
+  // The notice's time is the caller's clock, not the machine's.
+  EXPECT_EQ(d.env.received_at, now);
+  EXPECT_NE(d.text.find("Date: " + rfc5322_date(now) + "\r\n"), std::string::npos);
   EXPECT_TRUE(d.env.is_bounce);
   EXPECT_NE(d.text.find("Subject: Delayed Mail"), std::string::npos);
   EXPECT_NE(d.text.find("Action: delayed\r\nStatus: 4.4.1"), std::string::npos);
@@ -55,16 +59,16 @@ TEST(Dsn, DelayedNoticeCarriesHeadersAndRetryTime) {
 TEST(Dsn, FailedNoticeCarriesTheMessageUnlessRetHdrs) {
   auto e = three_rcpts();
   e.rcpts[1].status = "5.1.1";
-  auto d = queue::make_dsn(DsnKind::kFailed, e, {1}, kOriginal, "mx.test", "date", "B");
+  auto d = queue::make_dsn(DsnKind::kFailed, e, {1}, kOriginal, "mx.test", 1700000000, "B");
   EXPECT_NE(d.text.find("Action: failed\r\nStatus: 5.1.1"), std::string::npos);
   EXPECT_NE(d.text.find("message/rfc822"), std::string::npos);
   EXPECT_NE(d.text.find("the body"), std::string::npos);
   EXPECT_EQ(d.text.find("Will-Retry-Until"), std::string::npos);
   e.ret = "HDRS";
-  d = queue::make_dsn(DsnKind::kFailed, e, {1}, kOriginal, "mx.test", "date", "B");
+  d = queue::make_dsn(DsnKind::kFailed, e, {1}, kOriginal, "mx.test", 1700000000, "B");
   EXPECT_EQ(d.text.find("the body"), std::string::npos);
   // A delayed notice never says 5.x.x: a status that is not temporary becomes 4.0.0.
   e.rcpts[0].status = "";
-  d = queue::make_dsn(DsnKind::kDelayed, e, {0}, kOriginal, "mx.test", "date", "B", 1);
+  d = queue::make_dsn(DsnKind::kDelayed, e, {0}, kOriginal, "mx.test", 1700000000, "B", 1);
   EXPECT_NE(d.text.find("Status: 4.0.0"), std::string::npos);
 }

@@ -98,8 +98,9 @@ TEST(SessionQueue, Utf8AddressesRoundTripByteExact) {
     spool.stop();
   }
   queue::Spool again(dir);  // recovery reads the envelope back from the queue file
-  ASSERT_EQ(again.recovered().size(), 1u);
-  const Envelope& env = again.recovered()[0];
+  auto recovered = again.recover_all();
+  ASSERT_EQ(recovered.size(), 1u);
+  const Envelope& env = recovered[0];
   EXPECT_EQ(env.queue_id, qid);
   EXPECT_EQ(env.mail_from, from);
   EXPECT_EQ(env.helo, helo);
@@ -130,7 +131,7 @@ TEST(SessionQueue, DsnShowsOrcptAndEnvidDecoded) {
   env.rcpts[0].status = "5.1.1";
   env.rcpts[0].diag = "550 5.1.1 no such user";
   auto d = queue::make_dsn(queue::DsnKind::kFailed, env, {0}, "Subject: x\r\n\r\nhi\r\n", "mx.test",
-                           "Thu, 01 Jan 2026 00:00:00 +0000", "BOUNDARY", 0);
+                           1767225600, "BOUNDARY", 0);
   EXPECT_NE(d.text.find("\r\nOriginal-Recipient: rfc822; c+filter@example.test\r\n"), std::string::npos) << d.text;
   EXPECT_NE(d.text.find("\r\nOriginal-Envelope-Id: id+1\r\n"), std::string::npos) << d.text;
   spool.stop();
