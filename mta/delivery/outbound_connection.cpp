@@ -312,10 +312,11 @@ void OutboundConnection::start_tls() {
                        : SSL_set1_host(ssl, host.c_str());
       if (ok != 1) setup_error = "cannot set the name to verify (" + host + ")";
     }
-    if (SSL_SESSION* s = w_.runtime().tls_sessions.get(key)) {
-      SSL_set_session(ssl, s);
-      SSL_SESSION_free(s);
-    }
+    // Two guards: the cache key (address, host, policy, generation), and the session-id
+    // context that offer_client_session() stamps on every session and checks before offering.
+    SSL_SESSION* s = w_.runtime().tls_sessions.get(key);
+    tls::offer_client_session(ssl, *ctx, verify ? host : "", s);
+    if (s) SSL_SESSION_free(s);
   };
   if (!stream_->start_tls(ctx, false, literal ? "" : host, configure)) return;  // on_stream_end told us
   if (!setup_error.empty()) session_->connection_lost("TLS setup failed: " + setup_error);

@@ -478,3 +478,34 @@ def test_tls_sessions_resume_and_never_cross_policies():
         d.stop()
         d.cleanup()
         peer.stop() if hasattr(peer, "stop") else peer.proc.kill()
+
+
+def test_greet_pause():
+    d = Daemon({"smtp": {"greet_pause": "1s"}}).start()
+    try:
+        # A client that talks before the 220 is refused and closed (postscreen's pregreet test).
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        s.sendall(b"EHLO eager.test\r\n")
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        assert data.startswith(b"554 5.5.1"), data
+        s.close()
+        # One that waits gets its greeting after the pause.
+        t0 = time.time()
+        c = Smtp(d.port)
+        assert c.banner[0] == 220 and time.time() - t0 >= 0.9, (c.banner, time.time() - t0)
+        assert c.cmd("EHLO patient.test")[0] == 250
+        c.close()
+        # relay.networks are never delayed.
+        t0 = time.time()
+        c = Smtp(d.port, source="127.0.0.2")
+        assert c.banner[0] == 220 and time.time() - t0 < 0.5
+        c.close()
+        wait_for(lambda: metric(d, "postern_smtp_pregreet_total") == 1, 10, "the pregreet counter")
+    finally:
+        d.stop()
+        d.cleanup()
