@@ -21,4 +21,11 @@ bool has_8bit(std::string_view s) {
   return false;
 }
 
+std::string ascii_lower(std::string_view s) {
+  std::string r(s);
+  for (auto& c : r)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return r;
+}
+
 }  // namespace postern

@@ -6,6 +6,8 @@
 // protocol options set on every transfer, the header check (no CR/LF).
 #include "http/http_client.h"
 
+#include "base/text.h"
+
 #include <curl/curl.h>
 
 #include <algorithm>
@@ -18,12 +20,6 @@ namespace {
 
 constexpr size_t kMaxHeaderBytes = 64 * 1024;
 constexpr size_t kMaxHeaderLines = 200;
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -83,7 +79,7 @@ struct HttpClient::Socket {
 };
 
 std::string HttpClient::Response::header(std::string_view name) const {
-  std::string want = lower(name);
+  std::string want = ascii_lower(name);
   for (auto& [k, v] : headers)
     if (k == want) return v;
   return "";
@@ -149,7 +145,7 @@ std::string HttpClient::configure(Transfer& t, const Request& req) {
   set(curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t.errbuf));
   set(curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L));
   set(curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https"));
-  bool https = lower(req.url.substr(0, 8)) == "https://";
+  bool https = ascii_lower(req.url.substr(0, 8)) == "https://";
   set(curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, https ? "https" : "http,https"));
   set(curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, req.max_redirects > 0 ? 1L : 0L));
   set(curl_easy_setopt(e, CURLOPT_MAXREDIRS, std::max(0L, req.max_redirects)));
@@ -198,7 +194,7 @@ std::string HttpClient::configure(Transfer& t, const Request& req) {
     }
     auto colon = line.find(':');
     if (colon != std::string_view::npos && colon > 0)
-      tr->resp.headers.emplace_back(lower(trim(line.substr(0, colon))), std::string(trim(line.substr(colon + 1))));
+      tr->resp.headers.emplace_back(ascii_lower(trim(line.substr(0, colon))), std::string(trim(line.substr(colon + 1))));
     return len;
   }));
   set(curl_easy_setopt(e, CURLOPT_HEADERDATA, &t));

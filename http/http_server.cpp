@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "base/log.h"
+#include "base/text.h"
 #include "tls/tls_stream.h"
 
 namespace postern::http {
@@ -208,8 +209,7 @@ class HttpConnection : public tls::StreamHandler {
   }
 
   void finish_header() {
-    std::string f = field_;
-    for (auto& ch : f) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    std::string f = ascii_lower(field_);
     auto& slot = req_.headers[f];
     slot = slot.empty() ? value_ : slot + ", " + value_;
     if (f == "authorization") req_.authorization = value_;

@@ -1,14 +1,15 @@
 // tls_policy.cpp — per-destination outbound TLS level. See the header.
 #include "policy/tls_policy.h"
 
+#include "base/text.h"
+
 #include <cctype>
 #include <string>
 
 namespace postern::policy {
 
 TlsLevel outbound_tls_level(const OutboundConfig& out, std::string_view domain) {
-  std::string d(domain);
-  for (auto& c : d) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::string d = ascii_lower(domain);
   if (!d.empty() && d.back() == '.') d.pop_back();
   if (d.empty()) return out.tls;
   if (auto it = out.tls_policy.find(d); it != out.tls_policy.end()) return it->second;

@@ -292,16 +292,17 @@ void OutboundConnection::on_stream_closed() { stream_ = nullptr; }
 
 // --- TLS ------------------------------------------------------------------------------------
 
-std::string OutboundConnection::tls_session_key() const {
-  auto ctx = w_.runtime().tls.current(tls::Role::kOutboundMta);
+// The generation is the one of the context the connection was made with, not whatever is current
+// when the session is stored: a reload in between must not file an old session under the new key.
+std::string OutboundConnection::tls_session_key(uint64_t generation) const {
   return dns::addr_to_string(cur_.addr) + "|" + cur_.host + "|" + level_name(job_.tls) + "|" +
-         std::to_string(ctx ? ctx->generation : 0);
+         std::to_string(generation);
 }
 
 void OutboundConnection::start_tls() {
   auto ctx = w_.runtime().tls.current(tls::Role::kOutboundMta);
   bool literal = is_ip_literal(cur_.host);  // no SNI for an address; verify it as an IP
-  std::string key = tls_session_key();
+  std::string key = tls_session_key(ctx ? ctx->generation : 0);
   std::string host = cur_.host;
   bool verify = job_.tls == TlsLevel::kVerify;
   std::string setup_error;
@@ -459,7 +460,7 @@ void OutboundConnection::session_finished() {
     SSL_SESSION* sess = SSL_SESSION_dup(SSL_get0_session(stream_->engine()->ssl()));
     spdlog::debug("delivery job={} relay={} tls session resumable={}", job_.id, esc(remote_),
                   sess && SSL_SESSION_is_resumable(sess) ? "yes" : "no");
-    w_.runtime().tls_sessions.put(tls_session_key(), sess);
+    w_.runtime().tls_sessions.put(tls_session_key(stream_->engine()->context().generation), sess);
   }
   if (session_->host_failed()) {
     std::string why = session_->host_failure();

@@ -61,7 +61,7 @@ class OutboundConnection : public tls::StreamHandler {
   bool downgrade(smtp::ClientMessage& m);
   const JobMessage* job_message(const std::string& qid) const;
   void start_tls();
-  std::string tls_session_key() const;
+  std::string tls_session_key(uint64_t generation) const;
   void begin_body();
   void stream_body();
   void session_finished();

@@ -3,6 +3,8 @@
 // because they reach downstream MAIL/RCPT lines, DSN header fields and the envelope file as is.
 #include "mta/server/smtp_syntax.h"
 
+#include "base/text.h"
+
 #include <cctype>
 #include <cstdint>
 
@@ -77,11 +79,7 @@ std::string upper(std::string_view s) {
   for (auto& c : r) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return r;
 }
-std::string lower(std::string_view s) {
-  std::string r(s);
-  for (auto& c : r) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return r;
-}
+std::string lower(std::string_view s) { return ascii_lower(s); }
 
 namespace {
 constexpr std::pair<std::string_view, Verb> kVerbs[] = {
