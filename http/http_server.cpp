@@ -296,6 +296,7 @@ class HttpConnection : public tls::StreamHandler {
     complete_ = false;
     headers_done_ = false;
     uv_timer_stop(&timer_);
+    stream_->set_reading(false);  // one request at a time: the next one waits in the kernel
     ++sh_->requests;
     std::string method = req_.method, path = req_.path;
     auto alive = alive_;
@@ -305,6 +306,7 @@ class HttpConnection : public tls::StreamHandler {
       send(std::move(r));
       busy_ = false;
       if (!keep_alive_) return stream_->close();
+      stream_->set_reading(true);
       started_request_ = false;
       arm(sh_->opt.limits.idle_timeout);
       http_parser_pause(&parser_, 0);
