@@ -21,7 +21,9 @@ struct Recipient {
   std::string status;   // enhanced status of the last attempt, e.g. "4.4.1"
   std::string diag;     // last reply or reason, e.g. "451 4.3.0 try later" or "connect: refused"
   std::string remote;   // "host[ip]:port" the last reply came from
-  bool dsn_owed = false;  // failed, and its failure notice (DSN) is not yet safely queued
+  // A notice is owed and not yet safely queued: failed -> its failure DSN; delivered -> its
+  // "relayed" DSN (NOTIFY=SUCCESS, delivered to a next hop without DSN).
+  bool dsn_owed = false;
   std::string domain() const {
     auto at = address.rfind('@');
     return at == std::string::npos ? std::string() : address.substr(at + 1);

@@ -34,10 +34,10 @@ bool may_bounce(const Envelope& env) { return !env.mail_from.empty() && !env.is_
 std::vector<size_t> wants_dsn(const Envelope& env, const std::vector<size_t>& rcpts, DsnKind kind) {
   std::vector<size_t> r;
   if (!may_bounce(env)) return r;
-  const char* word = kind == DsnKind::kFailed ? "FAILURE" : "DELAY";
+  const char* word = kind == DsnKind::kFailed ? "FAILURE" : kind == DsnKind::kDelayed ? "DELAY" : "SUCCESS";
   for (size_t i : rcpts) {
     const std::string& n = env.rcpts[i].notify;
-    if (n.empty() || n.find(word) != std::string::npos) r.push_back(i);
+    if ((n.empty() && kind != DsnKind::kRelayed) || n.find(word) != std::string::npos) r.push_back(i);
   }
   return r;
 }
@@ -45,6 +45,7 @@ std::vector<size_t> wants_dsn(const Envelope& env, const std::vector<size_t>& rc
 Dsn make_dsn(DsnKind kind, const Envelope& orig, const std::vector<size_t>& rcpts, const std::string& original,
              const std::string& hostname, int64_t now, const std::string& boundary, int64_t retry_until) {
   const bool delayed = kind == DsnKind::kDelayed;
+  const bool relayed = kind == DsnKind::kRelayed;
   Dsn d;
   d.env.mail_from = "";
   d.env.is_bounce = true;
@@ -60,7 +61,10 @@ Dsn make_dsn(DsnKind kind, const Envelope& orig, const std::vector<size_t>& rcpt
   m += "From: Mail Delivery System <MAILER-DAEMON@" + hostname + ">\r\n";
   m += "To: <" + orig.mail_from + ">\r\n";
   m += std::string("Subject: ") +
-       (delayed ? "Delayed Mail (still being retried)" : "Undelivered Mail Returned to Sender") + "\r\n";
+       (delayed   ? "Delayed Mail (still being retried)"
+        : relayed ? "Successful Mail Delivery Report"
+                  : "Undelivered Mail Returned to Sender") +
+       "\r\n";
   m += "Auto-Submitted: auto-replied\r\n";
   m += "MIME-Version: 1.0\r\n";
   m += "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"" + boundary + "\"\r\n";
@@ -71,13 +75,20 @@ Dsn make_dsn(DsnKind kind, const Envelope& orig, const std::vector<size_t>& rcpt
     m += "This is a warning only; you do not need to send your message again.\r\n\r\n";
     m += "Your message could not be delivered yet to one or more recipients. Delivery will\r\n";
     m += "be retried until " + arrival_date(retry_until) + "; its headers are attached below.\r\n\r\n";
+  } else if (relayed) {
+    m += "Your message was delivered to the next mail server for the recipients listed\r\n";
+    m += "below. That server does not offer delivery status notifications, so this is the\r\n";
+    m += "last notice you will get from this system about them; you may still hear of\r\n";
+    m += "errors from servers further on. Its headers are attached below.\r\n\r\n";
   } else {
     m += "I'm sorry to have to inform you that your message could not\r\n";
     m += "be delivered to one or more recipients. It's attached below.\r\n\r\n";
   }
   for (size_t i : rcpts) {
     const Recipient& r = orig.rcpts[i];
-    m += "<" + r.address + ">: " + clean(r.diag.empty() ? (delayed ? "delivery delayed" : "delivery failed") : r.diag) + "\r\n";
+    const char* none = delayed ? "delivery delayed" : relayed ? "relayed" : "delivery failed";
+    m += "<" + r.address + ">: " + (relayed && !r.remote.empty() ? "relayed to " + clean(r.remote) + ": " : "") +
+         clean(r.diag.empty() ? none : r.diag) + "\r\n";
   }
   m += "\r\n--" + boundary + "\r\nContent-Type: message/delivery-status\r\n\r\n";
   m += "Reporting-MTA: dns; " + hostname + "\r\n";
@@ -93,8 +104,9 @@ Dsn make_dsn(DsnKind kind, const Envelope& orig, const std::vector<size_t>& rcpt
     }
     std::string status = r.status;
     if (delayed && (status.empty() || status[0] != '4')) status = "4.0.0";  // e.g. no answer at all
+    if (relayed && (status.empty() || status[0] != '2')) status = "2.0.0";
     if (!delayed && status.empty()) status = "5.0.0";
-    m += std::string("Action: ") + (delayed ? "delayed" : "failed") + "\r\n";
+    m += std::string("Action: ") + (delayed ? "delayed" : relayed ? "relayed" : "failed") + "\r\n";
     m += "Status: " + status + "\r\n";
     if (!r.remote.empty()) m += "Remote-MTA: dns; " + clean(r.remote) + "\r\n";
     if (!r.diag.empty()) {
@@ -103,7 +115,7 @@ Dsn make_dsn(DsnKind kind, const Envelope& orig, const std::vector<size_t>& rcpt
     }
     if (delayed && retry_until > 0) m += "Will-Retry-Until: " + arrival_date(retry_until) + "\r\n";
   }
-  bool headers_only = delayed || orig.ret == "HDRS";
+  bool headers_only = delayed || relayed || orig.ret == "HDRS";
   m += "\r\n--" + boundary + "\r\nContent-Type: " +
        std::string(headers_only ? "text/rfc822-headers" : "message/rfc822") + "\r\n";
   if (orig.body == BodyType::k8BitMime || orig.smtputf8 || orig.eight_bit) m += "Content-Transfer-Encoding: 8bit\r\n";

@@ -371,6 +371,8 @@ bool Scheduler::apply_one(Entry& e, const smtp::RcptResult& res, const std::stri
   rc.remote = remote;
   if (res.outcome == smtp::Outcome::kDelivered) {
     rc.state = RcptState::kDelivered;
+    // The next hop takes no NOTIFY=SUCCESS on: the "relayed" notice is ours to send (RFC 3461 4.2).
+    rc.dsn_owed = res.relayed_without_dsn && queue::may_bounce(*e.env);
     rt_.counters.rcpts_delivered.fetch_add(1);
   } else if (res.outcome == smtp::Outcome::kFailed) {
     rc.state = RcptState::kFailed;
@@ -463,22 +465,27 @@ void Scheduler::finish_or_wait(Iter it) {
 
 // --- DSNs --------------------------------------------------------------------------------------
 
+// One notice at a time (its answer re-checks): first the failure notice for the recipients
+// that failed, then the "relayed" notice for those delivered to a next hop without DSN.
 void Scheduler::send_owed(const std::string& qid, Entry& e) {
-  if (e.dsn_inflight > 0 || !e.env) return;  // one failure notice at a time; its answer re-checks
-  std::vector<size_t> owed;
-  for (size_t i = 0; i < e.env->rcpts.size(); ++i)
-    if (e.env->rcpts[i].dsn_owed) owed.push_back(i);
-  if (owed.empty()) return;
-  auto want = queue::wants_dsn(*e.env, owed, queue::DsnKind::kFailed);
-  for (size_t i : owed)
-    if (std::find(want.begin(), want.end(), i) == want.end()) e.env->rcpts[i].dsn_owed = false;
-  if (want.empty()) {
-    spdlog::info("queue_id={} no DSN: {}", qid,
-                 e.env->mail_from.empty() ? "null sender" : e.env->is_bounce ? "a DSN itself" : "NOTIFY says no");
+  if (e.dsn_inflight > 0 || !e.env) return;
+  for (auto kind : {queue::DsnKind::kFailed, queue::DsnKind::kRelayed}) {
+    auto state = kind == queue::DsnKind::kFailed ? RcptState::kFailed : RcptState::kDelivered;
+    std::vector<size_t> owed;
+    for (size_t i = 0; i < e.env->rcpts.size(); ++i)
+      if (e.env->rcpts[i].dsn_owed && e.env->rcpts[i].state == state) owed.push_back(i);
+    if (owed.empty()) continue;
+    auto want = queue::wants_dsn(*e.env, owed, kind);
+    for (size_t i : owed)
+      if (std::find(want.begin(), want.end(), i) == want.end()) e.env->rcpts[i].dsn_owed = false;
+    if (want.empty()) {
+      spdlog::info("queue_id={} no {}: {}", qid, kind == queue::DsnKind::kFailed ? "DSN" : "relayed notice",
+                   e.env->mail_from.empty() ? "null sender" : e.env->is_bounce ? "a DSN itself" : "NOTIFY says no");
+      continue;
+    }
+    if (!make_dsn(qid, e, want, kind)) dsn_retry_.emplace(now() + kDsnRetrySeconds, qid);
     return;
   }
-  if (!make_dsn(qid, e, want, queue::DsnKind::kFailed))
-    dsn_retry_.emplace(now() + kDsnRetrySeconds, qid);
 }
 
 void Scheduler::send_delay_warning(const std::string& qid, Entry& e) {
@@ -522,7 +529,8 @@ bool Scheduler::make_dsn(const std::string& qid, Entry& e, const std::vector<siz
   dsn.env.message_size = w->bytes();
   ++e.dsn_inflight;
   spdlog::info("queue_id={} dsn_queue_id={} sender {} notification to=<{}> rcpts={}", qid, dsn.env.queue_id,
-               delayed ? "delay" : "non-delivery", esc(e.env->mail_from), rcpts.size());
+               delayed ? "delay" : kind == queue::DsnKind::kRelayed ? "relayed" : "non-delivery",
+               esc(e.env->mail_from), rcpts.size());
   Envelope copy = dsn.env;
   rt_.spool->commit(std::move(w), dsn.env, [this, qid, copy, kind, rcpts](bool ok) {
     std::lock_guard lk(mu_);

@@ -825,7 +825,7 @@ bool envelope_from_json(const std::string& text, Envelope& env) {
       rc.status = r.value("status", std::string());
       rc.diag = r.value("diag", std::string());
       rc.remote = r.value("remote", std::string());
-      rc.dsn_owed = r.value("dsn_owed", false) && rc.state == RcptState::kFailed;
+      rc.dsn_owed = r.value("dsn_owed", false) && rc.state != RcptState::kPending;
       env.rcpts.push_back(std::move(rc));
     }
     env.attempts = j.value("attempts", 0u);

@@ -124,6 +124,50 @@ def test_one_of_three_recipients_bounces_with_dsn():
         peer.cleanup()
 
 
+def test_notify_success_to_a_next_hop_without_dsn_gets_a_relayed_notice():
+    # RFC 3461 4.2: the next hop does not offer DSN, so NOTIFY=SUCCESS cannot be passed on; the
+    # success notice ("Action: relayed") is Postern's to send, once, and only for the recipient
+    # that asked for it.
+    peer = Peer(flags=["--no-dsn"])
+    try:
+        with running(relay_conf(peer)) as d:
+            c = Smtp(d.port)
+            c.cmd("EHLO a")
+            assert c.cmd("MAIL FROM:<sender@example.test> ENVID=env77")[0] == 250
+            assert c.cmd("RCPT TO:<alice@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Alice+2Bx@example.test")[0] == 250
+            assert c.cmd("RCPT TO:<carol@example.test>")[0] == 250
+            c.cmd("DATA")
+            c.send("Subject: relayed\r\nMessage-ID: <relayed@example.test>\r\n\r\nthe body text\r\n.\r\n")
+            code, text = c.reply()
+            assert code == 250, text
+            qid = QID.search(text).group(1)
+            c.cmd("QUIT")
+            wait_for(lambda: len(peer.messages()) == 2, 20, "message and relayed notice at the peer")
+            msgs = peer.messages()
+            orig = [m for m in msgs if "sender@example.test" in m["mail_from"]]
+            dsn = [m for m in msgs if m["mail_from"].startswith("FROM:<>")]
+            assert len(orig) == 1 and len(dsn) == 1, [m["mail_from"] for m in msgs]
+            # Without DSN at the peer, no NOTIFY/ORCPT went downstream.
+            assert sorted(orig[0]["rcpts"]) == ["TO:<alice@example.test>", "TO:<carol@example.test>"], orig[0]["rcpts"]
+            assert dsn[0]["rcpts"] == ["TO:<sender@example.test>"]
+            b = dsn[0]["body"].decode()
+            assert "Subject: Successful Mail Delivery Report" in b
+            report = b.split("message/delivery-status")[1].split("text/rfc822-headers")[0]
+            assert "Final-Recipient: rfc822; alice@example.test" in report
+            assert "Original-Recipient: rfc822; Alice+x@example.test" in report
+            assert "Action: relayed" in report and "Status: 2.0.0" in report
+            assert "Remote-MTA: dns; 127.0.0.1[127.0.0.1:%d]" % peer.port in report
+            assert "carol@example.test" not in report
+            assert "Original-Envelope-Id: env77" in report
+            assert "Message-ID: <relayed@example.test>" in b and "the body text" not in b
+            d.wait_log("queue_id=%s dsn_queue_id=" % qid)
+            wait_for(lambda: d.queued() == [], 10, "queue empty")
+            time.sleep(1.5)
+            assert len(peer.messages()) == 2  # once
+    finally:
+        peer.cleanup()
+
+
 def test_null_sender_failure_never_bounces():
     peer = Peer(control={"rules": [{"at": "RCPT", "reply": "550 5.1.1 no such user"}]})
     try:

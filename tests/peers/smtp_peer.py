@@ -112,7 +112,8 @@ class Handler(socketserver.StreamRequestHandler):
             ext.append("SMTPUTF8")
         if not ARGS.no_chunking:
             ext.append("CHUNKING")
-        ext.append("DSN")
+        if not ARGS.no_dsn:
+            ext.append("DSN")
         if ARGS.cert and not ARGS.no_starttls and not self.tls:
             ext.append("STARTTLS")
         return "\r\n".join(("250-" if i < len(ext) - 1 else "250 ") + e for i, e in enumerate(ext))
@@ -245,7 +246,7 @@ def main():
     ap.add_argument("--key")
     ap.add_argument("--client-ca")
     ap.add_argument("--control")
-    for flag in ("no-starttls", "no-chunking", "no-pipelining", "no-8bitmime", "no-smtputf8", "client-cert"):
+    for flag in ("no-starttls", "no-chunking", "no-pipelining", "no-8bitmime", "no-smtputf8", "no-dsn", "client-cert"):
         ap.add_argument("--" + flag, action="store_true")
     ARGS = ap.parse_args()
     host, port = ARGS.listen.rsplit(":", 1)

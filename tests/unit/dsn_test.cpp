@@ -72,3 +72,27 @@ TEST(Dsn, FailedNoticeCarriesTheMessageUnlessRetHdrs) {
   d = queue::make_dsn(DsnKind::kDelayed, e, {0}, kOriginal, "mx.test", 1700000000, "B", 1);
   EXPECT_NE(d.text.find("Status: 4.0.0"), std::string::npos);
 }
+
+// RFC 3461 4.2: NOTIFY=SUCCESS relayed to a server without DSN: Postern says "relayed".
+TEST(Dsn, RelayedNoticeOnlyForNotifySuccessAndCarriesHeadersOnly) {
+  auto e = three_rcpts();
+  EXPECT_TRUE(queue::wants_dsn(e, {0, 1, 2}, DsnKind::kRelayed).empty());  // NOTIFY empty: no success notice
+  e.rcpts[0].notify = "SUCCESS,FAILURE";
+  e.rcpts[0].status = "2.0.0";
+  e.rcpts[0].diag = "250 2.0.0 Ok: queued as X";
+  e.rcpts[0].remote = "mx.next[192.0.2.1]:25";
+  e.rcpts[0].orcpt = "rfc822;A+2Bx@example.test";
+  EXPECT_EQ(queue::wants_dsn(e, {0, 1, 2}, DsnKind::kRelayed), std::vector<size_t>{0});
+  auto d = queue::make_dsn(DsnKind::kRelayed, e, {0}, kOriginal, "mx.test", 1700000000, "B");
+  EXPECT_NE(d.text.find("Subject: Successful Mail Delivery Report"), std::string::npos);
+  EXPECT_NE(d.text.find("Action: relayed\r\nStatus: 2.0.0\r\nRemote-MTA: dns; mx.next[192.0.2.1]:25"), std::string::npos);
+  EXPECT_NE(d.text.find("Original-Recipient: rfc822; A+x@example.test"), std::string::npos);  // xtext decoded
+  EXPECT_NE(d.text.find("text/rfc822-headers"), std::string::npos);
+  EXPECT_EQ(d.text.find("the body"), std::string::npos);  // RET concerns failure notices only
+  EXPECT_EQ(d.text.find("b@example.test"), std::string::npos);
+  e.rcpts[0].status = "";  // no enhanced code from the next hop
+  d = queue::make_dsn(DsnKind::kRelayed, e, {0}, kOriginal, "mx.test", 1700000000, "B");
+  EXPECT_NE(d.text.find("Action: relayed\r\nStatus: 2.0.0"), std::string::npos);
+  e.is_bounce = true;
+  EXPECT_TRUE(queue::wants_dsn(e, {0}, DsnKind::kRelayed).empty());
+}

@@ -337,6 +337,60 @@ TEST(Scheduler, AnOwedDsnSurvivesARestart) {
   fs::remove_all(dir);
 }
 
+// NOTIFY=SUCCESS delivered to a next hop without DSN: the "relayed" notice is owed on disk until
+// its own commit succeeded (a restart in between makes it at start-up), then the original goes.
+TEST(Scheduler, ARelayedNoticeIsOwedDurablyAndSentOnce) {
+  auto dir = tmpdir();
+  {
+    Sched s(dir, queue_config(60s, 60s, 24h));
+    Envelope e;
+    e.queue_id = s.spool->new_queue_id();
+    e.mail_from = "sender@remote.example";
+    e.rcpts.push_back({"a@example.test", "SUCCESS", ""});
+    e.rcpts.push_back({"b@example.test", "", ""});
+    e.received_at = s.clock.unix_seconds();
+    auto w = s.spool->open(e.queue_id);
+    ASSERT_TRUE(w && w->write("Received: by mx.test; x\r\nSubject: t\r\n\r\nbody\r\n"));
+    e.message_size = w->bytes();
+    std::promise<bool> p;
+    auto f = p.get_future();
+    s.spool->commit(std::move(w), e, [&p](bool ok) { p.set_value(ok); });
+    ASSERT_TRUE(f.get());
+    s.sched->load(e);
+    s.sched->loaded();
+    ASSERT_EQ(s.jobs.size(), 1u);
+    s.fail_sync = true;  // the notice's commit fails the first time
+    Job j = std::move(s.jobs.back());
+    s.jobs.clear();
+    delivery::JobResult r;
+    r.id = j.job.id;
+    r.dest = j.job.dest;
+    r.remote = "peer[127.0.0.1]:2526";
+    r.qids = {e.queue_id};
+    smtp::RcptResult a{e.queue_id, 0, Outcome::kDelivered, "2.0.0", "250 2.0.0 Ok", false, true};
+    smtp::RcptResult b{e.queue_id, 1, Outcome::kDelivered, "2.0.0", "250 2.0.0 Ok", false, false};
+    r.results = {a, b};
+    j.done(std::move(r));
+    ASSERT_TRUE(s.pump_until([&] { return s.spool->stats().sync_errors >= 1; }));
+    s.pump();
+    auto d = s.on_disk(e.queue_id);
+    EXPECT_EQ(d.rcpts[0].state, RcptState::kDelivered);
+    EXPECT_TRUE(d.rcpts[0].dsn_owed);
+    EXPECT_FALSE(d.rcpts[1].dsn_owed);  // no NOTIFY=SUCCESS: nothing owed
+    EXPECT_TRUE(s.dsn_jobs().empty());
+    s.fail_sync = false;
+    s.restart();
+    ASSERT_TRUE(s.pump_until([&] { return s.dsn_jobs().size() == 1; }));
+    std::string text = s.file(s.dsn_jobs()[0].job.msgs[0].qid);
+    EXPECT_NE(text.find("Action: relayed"), std::string::npos);
+    EXPECT_NE(text.find("Final-Recipient: rfc822; a@example.test"), std::string::npos);
+    EXPECT_EQ(text.find("Final-Recipient: rfc822; b@example.test"), std::string::npos);
+    ASSERT_TRUE(s.pump_until([&] { return !fs::exists(s.spool->msg_path(e.queue_id)); }));
+    EXPECT_EQ(s.sched->size(), 1u);  // only the notice
+  }
+  fs::remove_all(dir);
+}
+
 // The bug: results reached the scheduler only when the whole job ended, so after a crash the
 // messages the next hop had already taken were sent again.
 TEST(Scheduler, RecordedResultsAreOnDiskAtOnceAndNotAppliedTwice) {
