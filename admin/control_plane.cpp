@@ -461,6 +461,12 @@ std::string ControlPlane::metrics() const {
   o << "postern_smtp_improper_pipelining_total " << c.improper_pipelining.load() << "\n";
   metric("postern_smtp_pregreet_total", "counter", "Sessions that talked before the greeting (smtp.greet_pause).");
   o << "postern_smtp_pregreet_total " << c.pregreet.load() << "\n";
+  metric("postern_verify_probes_total", "counter", "Recipient verification probes sent to the next hop.");
+  o << "postern_verify_probes_total " << c.verify_probes.load() << "\n";
+  metric("postern_verify_cached_total", "counter", "RCPTs answered from the recipient verification cache.");
+  o << "postern_verify_cached_total " << c.verify_cached.load() << "\n";
+  metric("postern_verify_unreachable_total", "counter", "RCPTs answered as unreachable (relay.verify_unreachable).");
+  o << "postern_verify_unreachable_total " << c.verify_unreachable.load() << "\n";
   metric("postern_accept_paused_total", "counter", "Times the SMTP listeners paused: out of file descriptors.");
   o << "postern_accept_paused_total " << c.accept_paused.load() << "\n";
   metric("postern_session_limit", "gauge", "Inbound sessions accepted at once (smtp.max_sessions, or less if descriptors are short).");

@@ -26,11 +26,13 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "conf/config.h"
+#include "conf/recipient_table.h"
 #include "mta/fd_budget.h"
 #include "mta/queue/scheduler.h"
 #include "mta/queue/spool.h"
 #include "mta/runtime.h"
 #include "mta/worker.h"
+#include "policy/recipient_map.h"
 #include "tls/tls_roles.h"
 
 namespace postern {
@@ -50,6 +52,7 @@ struct Daemon {
   bool signals_open = false;
   int state_lock = -1;
   uint64_t config_reload_failures = 0;
+  policy::RecipientMapWatch recipient_map_watch;
   ~Daemon();
 };
 
@@ -93,6 +96,7 @@ std::string reload(Daemon& d, const std::string& why) {
       spdlog::warn("reload: smtp.listen, server.state_dir, server.workers and queue.sync take effect at restart");
     if (auto err = ensure_default_cert(*next); !err.empty()) spdlog::error("reload: {}", err);
     d.rt.config.publish(next);
+    d.recipient_map_watch.reset(next->relay.recipient_map);  // read just now
     apply_fd_budget(d, *next);
     spdlog::info("reload: config applied from {}", next->path);
   }
@@ -103,6 +107,24 @@ std::string reload(Daemon& d, const std::string& why) {
 }
 
 void begin_drain(Daemon& d, const char* why);
+
+// relay.recipient_map changed on disk (and held still for a second): only the map is read again
+// and published with the running configuration; a bad map is refused and the old one serves.
+void reload_recipient_map(Daemon& d) {
+  auto cfg = d.rt.config.load();
+  const std::string& path = cfg->relay.recipient_map;
+  try {
+    auto next = std::make_shared<Config>(*cfg);
+    next->relay.recipients = std::make_shared<const RecipientTable>(load_recipient_table(path, "relay.recipient_map"));
+    size_t n = next->relay.recipients->addresses.size() + next->relay.recipients->catch_all.size();
+    d.rt.config.publish(std::shared_ptr<const Config>(std::move(next)));
+    d.control->raise("RECIPIENT_MAP_RELOADED", "info", "relay.recipient_map " + esc(path) + " changed: " +
+                     std::to_string(n) + " entries now");
+  } catch (const ConfigError& e) {
+    d.control->raise("RECIPIENT_MAP_REFUSED", "error",
+                     std::string("relay.recipient_map changed and was refused, the old map serves: ") + e.what());
+  }
+}
 
 // Installed before anything slow: libuv records a signal at once and runs its callback in the
 // loop, which runs when start-up is done; until then no signal is fatal.
@@ -257,7 +279,9 @@ int run(const std::string& config_path, const std::string& test_clock) {
       free = dm.spool->free_bytes();
     }
     dm.rt.spool_free_bytes = free;
-    dm.rt.tls.tick(std::chrono::system_clock::now(), dm.rt.config.load()->tls.ticket_key_rotation);
+    auto now_cfg = dm.rt.config.load();
+    dm.rt.tls.tick(std::chrono::system_clock::now(), now_cfg->tls.ticket_key_rotation);
+    if (dm.recipient_map_watch.poll(now_cfg->relay.recipient_map)) reload_recipient_map(dm);
   }, 1000, 1000);
 
   std::string listen;

@@ -312,7 +312,22 @@ Config parse_config(std::string_view text, const std::string& path) {
   relay.strings("networks", c.relay.network_texts);
   relay.str("recipient_map", c.relay.recipient_map);
   relay.str("recipient_delimiter", c.relay.recipient_delimiter);
+  relay.boolean("verify_recipients", c.relay.verify_recipients);
+  relay.str("verify_sender", c.relay.verify_sender);
+  relay.duration("verify_timeout", c.relay.verify_timeout);
+  relay.duration("verify_positive_ttl", c.relay.verify_positive_ttl);
+  relay.duration("verify_negative_ttl", c.relay.verify_negative_ttl);
+  std::string unreachable = "defer";
+  relay.str("verify_unreachable", unreachable);
+  if (unreachable == "accept") c.relay.verify_unreachable_accept = true;
+  else if (unreachable != "defer") fail("relay.verify_unreachable", "must be \"defer\" (450 4.1.1) or \"accept\"");
   relay.finish();
+  if (c.relay.verify_timeout < std::chrono::seconds(1) || c.relay.verify_timeout > std::chrono::minutes(4))
+    fail("relay.verify_timeout", "must be between 1s and 4m (the client waits 5m for the RCPT reply)");
+  if (!c.relay.verify_sender.empty() &&
+      (c.relay.verify_sender.find('@') == std::string::npos ||
+       c.relay.verify_sender.find_first_of("<> \t\r\n\"\\") != std::string::npos))
+    fail("relay.verify_sender", "must be empty (the null sender) or a plain address such as \"verify@example.test\"");
   if (c.relay.recipient_delimiter.size() > 8 ||
       c.relay.recipient_delimiter.find_first_of("@\"\\ \t.") != std::string::npos)
     fail("relay.recipient_delimiter", "must be a few characters such as \"+\" (not @, quotes, dots or spaces)");

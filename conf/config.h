@@ -83,6 +83,15 @@ struct RelayConfig {
   std::string recipient_map;
   std::string recipient_delimiter;  // e.g. "+": user+tag@ is looked up as itself, then as user@
   std::shared_ptr<const RecipientTable> recipients;  // loaded from recipient_map; null when off
+  // Recipient verification (mta/delivery/recipient_verifier.h): at RCPT, a recipient at
+  // relay.domains from a client outside relay.networks is asked of the next hop (MAIL FROM
+  // verify_sender, RCPT TO, RSET) unless a cached answer holds. Off by default.
+  bool verify_recipients = false;
+  std::string verify_sender;  // "" = the null sender
+  std::chrono::milliseconds verify_timeout{std::chrono::seconds(15)};  // RCPT waits at most this long
+  std::chrono::milliseconds verify_positive_ttl{std::chrono::hours(24)};
+  std::chrono::milliseconds verify_negative_ttl{std::chrono::hours(1)};
+  bool verify_unreachable_accept = false;  // "defer" (450 4.1.1, the default) or "accept"
 };
 
 struct OutboundConfig {

@@ -10,12 +10,15 @@
 #include <string>
 
 #include "mta/runtime.h"
+#include "mta/server/smtp_server_session.h"
 
 namespace postern::dns {
 class Resolver;
 }
 namespace postern::delivery {
 class OutboundConnection;
+struct DeliveryJob;
+struct JobResult;
 }
 
 namespace postern::mta {
@@ -44,6 +47,11 @@ class ConnectionHost {
   virtual void outbound_finished(delivery::OutboundConnection* c) = 0;
   virtual void park(const std::string& dest, delivery::OutboundConnection* c) = 0;
   virtual void unpark(delivery::OutboundConnection* c) = 0;
+  // A parked connection to job.dest takes the job (job and done are moved then): true.
+  virtual bool take_parked(delivery::DeliveryJob& job, std::function<void(delivery::JobResult)>& done) = 0;
+  // Recipient verification (delivery/recipient_verifier.h): an answer now, or kPending and
+  // InboundConnection `conn_id` gets recipient_checked() later.
+  virtual smtp::RcptCheck verify_recipient(const std::string& address, uint64_t conn_id) = 0;
 };
 
 }  // namespace postern::mta

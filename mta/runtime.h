@@ -14,6 +14,7 @@
 #include "base/snapshot.h"
 #include "conf/config.h"
 #include "mta/queue/spool.h"
+#include "policy/verify_cache.h"
 #include "tls/session_cache.h"
 #include "tls/tls_roles.h"
 
@@ -37,6 +38,9 @@ struct Counters {
   std::atomic<uint64_t> accept_paused{0};           // the listeners paused: out of descriptors
   std::atomic<uint64_t> improper_pipelining{0};     // sessions that sent before a reply they must wait for
   std::atomic<uint64_t> pregreet{0};                // sessions that talked before the greeting
+  std::atomic<uint64_t> verify_probes{0};           // recipient verification: probes sent downstream
+  std::atomic<uint64_t> verify_cached{0};           // ... RCPTs answered from the cache
+  std::atomic<uint64_t> verify_unreachable{0};      // ... answered as unreachable (relay.verify_unreachable)
 };
 
 class IpLimiter {
@@ -56,6 +60,7 @@ struct Runtime {
   // and the session-ticket keys: readers take tls.current(role) and keep it for their SSL.
   tls::TlsRoles tls;
   tls::SessionCache tls_sessions;  // outbound sessions to resume, shared by the workers
+  policy::VerifyCache verify_cache;  // recipient verification's answers, shared by the workers
   queue::Spool* spool = nullptr;
   IpLimiter ip_limits;
   Counters counters;

@@ -118,6 +118,7 @@ void Worker::begin_drain(std::chrono::milliseconds deadline) {
   std::vector<InboundConnection*> all;
   for (auto& [id, c] : conns_) all.push_back(c);
   for (auto* c : all) c->drain();
+  verifier_.close();  // sessions waiting for a verification get the unreachable answer
   std::vector<delivery::OutboundConnection*> cached;
   for (auto& [dest, c] : idle_) cached.push_back(c);
   for (auto* c : cached) c->abort();  // idle cached connections: close now
@@ -138,15 +139,22 @@ void Worker::deliver(delivery::DeliveryJob job, std::function<void(delivery::Job
   auto j = std::make_shared<delivery::DeliveryJob>(std::move(job));
   post([this, j, done = std::move(done)]() mutable {
     if (draining_) return;  // the scheduler is stopping too; the messages stay queued
-    auto it = idle_.find(j->dest);
-    if (it != idle_.end()) {
-      auto* c = it->second;
-      idle_.erase(it);
-      c->take_job(std::move(*j), std::move(done));
-      return;
-    }
+    if (take_parked(*j, done)) return;
     delivery::OutboundConnection::start(*this, std::move(*j), std::move(done));
   });
+}
+
+bool Worker::take_parked(delivery::DeliveryJob& job, std::function<void(delivery::JobResult)>& done) {
+  auto it = idle_.find(job.dest);
+  if (it == idle_.end()) return false;
+  auto* c = it->second;
+  idle_.erase(it);
+  c->take_job(std::move(job), std::move(done));
+  return true;
+}
+
+smtp::RcptCheck Worker::verify_recipient(const std::string& address, uint64_t conn_id) {
+  return verifier_.check(address, conn_id);
 }
 
 dns::Resolver& Worker::resolver() {

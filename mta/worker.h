@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "mta/delivery/delivery_job.h"
+#include "mta/delivery/recipient_verifier.h"
 #include "mta/dns/resolver.h"
 #include "mta/connection_host.h"
 #include "mta/runtime.h"
@@ -54,6 +55,8 @@ class Worker final : public ConnectionHost {
   void outbound_finished(delivery::OutboundConnection* c) override;
   void park(const std::string& dest, delivery::OutboundConnection* c) override { idle_.emplace(dest, c); }
   void unpark(delivery::OutboundConnection* c) override;
+  bool take_parked(delivery::DeliveryJob& job, std::function<void(delivery::JobResult)>& done) override;
+  smtp::RcptCheck verify_recipient(const std::string& address, uint64_t conn_id) override;
 
  private:
   static void on_async(uv_async_t* a);
@@ -73,6 +76,7 @@ class Worker final : public ConnectionHost {
   std::unique_ptr<dns::Resolver> resolver_;
   std::unordered_set<delivery::OutboundConnection*> outbound_;
   std::unordered_multimap<std::string, delivery::OutboundConnection*> idle_;
+  delivery::RecipientVerifier verifier_{*this};
   bool draining_ = false;
   bool finished_ = false;
   std::atomic<bool> finished_flag_{false};

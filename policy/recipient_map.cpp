@@ -53,4 +53,31 @@ std::string recipient_map_fingerprint(const std::string& path) {
   return fp;
 }
 
+void RecipientMapWatch::reset(const std::string& path) {
+  path_ = path;
+  seen_ = recipient_map_fingerprint(path);
+  pending_.clear();
+  started_ = true;
+}
+
+bool RecipientMapWatch::poll(const std::string& path) {
+  if (!started_ || path != path_) {
+    reset(path);
+    return false;
+  }
+  if (path.empty()) return false;
+  std::string fp = recipient_map_fingerprint(path);
+  if (fp == seen_) {
+    pending_.clear();
+    return false;
+  }
+  if (fp != pending_) {  // changed since the last poll: wait until it holds still
+    pending_ = fp;
+    return false;
+  }
+  seen_ = fp;
+  pending_.clear();
+  return true;
+}
+
 }  // namespace postern::policy

@@ -30,4 +30,19 @@ RecipientVerdict recipient_lookup(const RelayConfig& relay, std::string_view loc
 // configuration, as on SIGHUP, to pick up an edited map.
 std::string recipient_map_fingerprint(const std::string& path);
 
+// Polled once a second: true once when the map's fingerprint changed and then stayed the same
+// for one more poll (a map being written is not read half-way). A new path (a reload changed
+// relay.recipient_map) or reset() after a reload that read the map starts afresh without a
+// change. Only the map is reloaded on a change, not the configuration file, which an admin may
+// be in the middle of editing.
+class RecipientMapWatch {
+ public:
+  bool poll(const std::string& path);
+  void reset(const std::string& path);
+
+ private:
+  std::string path_, seen_, pending_;
+  bool started_ = false;
+};
+
 }  // namespace postern::policy

@@ -207,9 +207,10 @@ void SmtpClientSession::on_reply(const Reply& r) {
         mail_ok_ = ok;
         mail_reply_ = r;
         --pending_replies_;
+        // A refused probe sender says nothing of the recipients: deferred, never failed.
         if (!ok && !peer_has("PIPELINING")) {
           for (size_t k = 0; k < m.rcpts.size(); ++k)
-            record(cur_, k, r.code / 100 == 5 ? Outcome::kFailed : Outcome::kDeferred, enhanced(r), r.text);
+            record(cur_, k, r.code / 100 == 5 && !m.probe ? Outcome::kFailed : Outcome::kDeferred, enhanced(r), r.text);
           return finish_message();
         }
         if (ok && !peer_has("PIPELINING")) send(rcpt_line(m, m.rcpts[rcpt_pos_++]));
@@ -218,8 +219,10 @@ void SmtpClientSession::on_reply(const Reply& r) {
       size_t k = m.rcpts.size() + 1 - pending_replies_ - 1;  // which RCPT this answers
       --pending_replies_;
       if (!mail_ok_) {
-        record(cur_, k, mail_reply_.code / 100 == 5 ? Outcome::kFailed : Outcome::kDeferred,
+        record(cur_, k, mail_reply_.code / 100 == 5 && !m.probe ? Outcome::kFailed : Outcome::kDeferred,
                enhanced(mail_reply_), mail_reply_.text);
+      } else if (ok && m.probe) {
+        record(cur_, k, Outcome::kDelivered, enhanced(r), r.text);
       } else if (ok) {
         accepted_.push_back(k);
       } else {
@@ -229,6 +232,7 @@ void SmtpClientSession::on_reply(const Reply& r) {
         if (!peer_has("PIPELINING") && mail_ok_) send(rcpt_line(m, m.rcpts[rcpt_pos_++]));
         return;
       }
+      if (m.probe) return finish_message();  // asked, answered: RSET
       if (data_pipelined_) {  // its reply is next: 354 (send the body, or "." if none was accepted) or not
         no_rcpt_data_ = accepted_.empty();
         return set_state(State::kData);
@@ -345,6 +349,17 @@ void SmtpClientSession::start_message() {
     }
     any_transaction_ = true;
     std::string mail = "MAIL FROM:<" + m.env->mail_from + ">";
+    if (m.probe) {  // nothing but the question: no size, body type or DSN parameters
+      send(mail);
+      pending_replies_ = m.rcpts.size() + 1;
+      rcpt_pos_ = 0;
+      data_pipelined_ = false;
+      if (peer_has("PIPELINING")) {
+        for (size_t idx : m.rcpts) send(rcpt_line(m, idx));
+        rcpt_pos_ = m.rcpts.size();
+      }
+      return set_state(State::kMail);
+    }
     if (peer_has("SIZE")) mail += " SIZE=" + std::to_string(m.size);
     // Declared 8BITMIME, or 8-bit content sent without the declaration: say so when the server
     // can take it. A message that is 7-bit after all (or was converted) goes without BODY=.
@@ -362,7 +377,7 @@ void SmtpClientSession::start_message() {
       for (size_t idx : m.rcpts) send(rcpt_line(m, idx));
       rcpt_pos_ = m.rcpts.size();
       // RFC 2920: DATA may close the group, saving a round trip; BDAT waits for the RCPT replies.
-      if (!bdat_) {
+      if (!bdat_ && !m.probe) {
         send("DATA");
         data_pipelined_ = true;
       }
@@ -392,7 +407,7 @@ void SmtpClientSession::quit() {
 std::string SmtpClientSession::rcpt_line(const ClientMessage& m, size_t idx) const {
   const Recipient& rc = m.env->rcpts[idx];
   std::string line = "RCPT TO:<" + rc.address + ">";
-  if (peer_has("DSN")) {
+  if (peer_has("DSN") && !m.probe) {
     if (!rc.notify.empty()) line += " NOTIFY=" + rc.notify;
     if (!rc.orcpt.empty()) line += " ORCPT=" + rc.orcpt;
   }

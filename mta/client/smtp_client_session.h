@@ -28,6 +28,9 @@ struct ClientMessage {
   std::vector<size_t> rcpts;      // indexes into env->rcpts to deliver here
   uint64_t size = 0;              // bytes of the message (as it will be sent)
   bool downgraded = false;        // converted to 7-bit MIME for this server (see set_downgrader)
+  // Recipient verification: MAIL and RCPT only, then RSET. A recipient the server accepts is
+  // reported kDelivered (it exists), one it refuses kFailed or kDeferred; no body is sent.
+  bool probe = false;
 };
 
 enum class Outcome { kDelivered, kDeferred, kFailed };

@@ -20,7 +20,19 @@ struct JobMessage {
   std::vector<size_t> rcpts;
   std::string path;  // the .msg file
   uint64_t size = 0;
+  bool probe = false;  // recipient verification: MAIL and RCPT only (smtp::ClientMessage::probe)
 };
+
+// The next hop for a recipient domain, as delivery and recipient verification choose it: the
+// domain's static route, else the "*" route, else the domain's MX; the outbound TLS level; and
+// the key under which connections to it are counted and cached.
+struct NextHopChoice {
+  std::string key;
+  bool has_route = false;
+  NextHop route;
+  TlsLevel tls = TlsLevel::kMay;
+};
+NextHopChoice choose_next_hop(const Config& cfg, const std::string& domain);
 
 struct DeliveryJob {
   uint64_t id = 0;

@@ -234,7 +234,7 @@ void OutboundConnection::on_stream_connected(int status) {
   o.tls_possible = w_.runtime().tls.current(tls::Role::kOutboundMta) != nullptr;
   o.keep_open = cfg_->outbound.connection_cache_time.count() > 0;
   std::vector<smtp::ClientMessage> msgs;
-  for (auto& m : job_.msgs) msgs.push_back({m.qid, m.env.get(), m.rcpts, m.size});
+  for (auto& m : job_.msgs) msgs.push_back({m.qid, m.env.get(), m.rcpts, m.size, false, m.probe});
   session_ = std::make_unique<smtp::SmtpClientSession>(o, std::move(msgs));
   session_->set_downgrader([this](smtp::ClientMessage& m) { return downgrade(m); });
   arm_timer(cfg_->outbound.command_timeout);
@@ -503,7 +503,7 @@ void OutboundConnection::take_job(DeliveryJob job, Done done) {
   results_.clear();
   converted_.clear();
   std::vector<smtp::ClientMessage> msgs;
-  for (auto& m : job_.msgs) msgs.push_back({m.qid, m.env.get(), m.rcpts, m.size});
+  for (auto& m : job_.msgs) msgs.push_back({m.qid, m.env.get(), m.rcpts, m.size, false, m.probe});
   arm_timer(cfg_->outbound.command_timeout);
   session_->reuse(std::move(msgs));
   drive();

@@ -198,20 +198,12 @@ void Scheduler::unschedule(Entry& e) {
 // --- dispatch ----------------------------------------------------------------------------------
 
 std::string Scheduler::dest_key(const std::string& domain, Dest& d) const {
-  auto cfg = rt_.config.load();
+  auto nh = delivery::choose_next_hop(*rt_.config.load(), domain);
   d.domain = domain;
-  d.tls = policy::outbound_tls_level(cfg->outbound, domain);
-  auto it = cfg->routes.find(domain);
-  if (it == cfg->routes.end()) it = cfg->routes.find("*");
-  std::string key;
-  if (it != cfg->routes.end()) {
-    d.has_route = true;
-    d.route = it->second;
-    key = "route:" + d.route.host + ":" + std::to_string(d.route.port) + (d.route.mx ? "/mx" : "");
-  } else {
-    key = "mx:" + domain;
-  }
-  return key + "|tls=" + std::to_string(static_cast<int>(d.tls));
+  d.tls = nh.tls;
+  d.has_route = nh.has_route;
+  d.route = nh.route;
+  return nh.key;
 }
 
 void Scheduler::make_ready(const std::string& qid, Entry& e) {

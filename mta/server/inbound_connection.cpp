@@ -276,4 +276,14 @@ void InboundConnection::commit_finished(bool ok) {
 
 void InboundConnection::abort_message() { writer_.reset(); }
 
+smtp::RcptCheck InboundConnection::check_recipient(const std::string& address) {
+  return w_.verify_recipient(address, id_);
+}
+
+void InboundConnection::recipient_checked(const smtp::RcptCheck& c) {
+  if (!session_) return;
+  session_->recipient_checked(c);
+  after_session(true);
+}
+
 }  // namespace postern::mta

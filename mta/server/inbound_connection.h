@@ -44,6 +44,9 @@ class InboundConnection : public smtp::SessionHooks, public tls::StreamHandler {
   bool write_body(std::string_view bytes) override;
   void commit_message(const Envelope& env) override;
   void abort_message() override;
+  smtp::RcptCheck check_recipient(const std::string& address) override;
+  // Recipient verification's later answer (delivery/recipient_verifier.h).
+  void recipient_checked(const smtp::RcptCheck& c);
 
   // StreamHandler
   void on_stream_data(std::string_view bytes) override;

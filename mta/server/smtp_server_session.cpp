@@ -127,7 +127,7 @@ bool SmtpServerSession::count_command() {
 }
 
 bool SmtpServerSession::wants_input() const {
-  return state_ != State::kAwaitCommit && state_ != State::kClosed && !starttls_pending_;
+  return state_ != State::kAwaitCommit && state_ != State::kClosed && !starttls_pending_ && !rcpt_wait_;
 }
 
 void SmtpServerSession::feed(std::string_view bytes) {
@@ -163,7 +163,7 @@ void SmtpServerSession::discard_input() { src_pos_ = src_.size(); }
 void SmtpServerSession::process() {
   if (processing_) return;  // a hook answered synchronously; the running loop continues
   processing_ = true;
-  while (state_ != State::kClosed && state_ != State::kAwaitCommit && !starttls_pending_ &&
+  while (state_ != State::kClosed && state_ != State::kAwaitCommit && !starttls_pending_ && !rcpt_wait_ &&
          src_pos_ < src_.size()) {
     std::string_view avail = src_.substr(src_pos_);
     if (state_ == State::kData) {
@@ -420,9 +420,48 @@ void SmtpServerSession::cmd_rcpt(std::string_view arg) {
   } else {
     r.address = pp.box.str();
   }
+  RcptCheck c;
+  if (cfg_->relay.verify_recipients && verdict == policy::RelayVerdict::kLocalDomain && !pp.postmaster) {
+    c = hooks_.check_recipient(r.address);
+    if (c.verdict == RcptVerdict::kPending) {  // the answer comes through recipient_checked()
+      rcpt_wait_ = true;
+      rcpt_pending_ = std::move(r);
+      return;
+    }
+  }
+  finish_rcpt(std::move(r), c);
+}
+
+// Recipient verification's answer: the next hop knows the address, refused it, or could not be
+// asked (450: the client tries again later; relay.verify_unreachable = "accept" says kAccept).
+void SmtpServerSession::finish_rcpt(Recipient r, const RcptCheck& c) {
+  const std::string detail = printable(c.detail, 300);
+  if (c.verdict == RcptVerdict::kReject) {
+    spdlog::info("queue_id={} client={} reject=unverified_recipient to=<{}> ({})", tx_.env.queue_id, client_.ip,
+                 esc(r.address), esc(c.detail));
+    return junk("550 5.1.1 <" + printable(r.address) + ">: Recipient address rejected: undeliverable address: " +
+                detail);
+  }
+  if (c.verdict == RcptVerdict::kDefer) {
+    spdlog::info("queue_id={} client={} defer=unverified_recipient to=<{}> ({})", tx_.env.queue_id, client_.ip,
+                 esc(r.address), esc(c.detail));
+    return reply("450 4.1.1 <" + printable(r.address) + ">: Recipient address rejected: unverified address: " +
+                 detail);
+  }
   tx_.env.rcpts.push_back(std::move(r));
   set_state(State::kRcpt);
   reply("250 2.1.5 Ok");
+}
+
+void SmtpServerSession::recipient_checked(RcptCheck c) {
+  if (!rcpt_wait_ || state_ == State::kClosed) return;
+  rcpt_wait_ = false;
+  if (c.verdict == RcptVerdict::kPending) c = {RcptVerdict::kDefer, "verification gave no answer"};
+  finish_rcpt(std::move(rcpt_pending_), c);
+  if (processing_) return;
+  src_ = in_;
+  src_pos_ = 0;
+  process();
 }
 
 bool SmtpServerSession::start_body() {

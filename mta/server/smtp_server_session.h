@@ -38,6 +38,14 @@ enum class State {
 };
 const char* state_name(State s);
 
+// What recipient verification (relay.verify_recipients) says of one recipient: now, or later
+// (kPending: the driver calls SmtpServerSession::recipient_checked() with the answer).
+enum class RcptVerdict { kAccept, kReject, kDefer, kPending };
+struct RcptCheck {
+  RcptVerdict verdict = RcptVerdict::kAccept;
+  std::string detail;  // for the reply: what the next hop said, or why it could not be asked
+};
+
 // The driver side of a session: the queue, the clock and the disk check. Called synchronously.
 class SessionHooks {
  public:
@@ -54,6 +62,12 @@ class SessionHooks {
   virtual void commit_message(const Envelope& env) = 0;
   // Drop what begin_message() started (RSET, error, lost connection).
   virtual void abort_message() = 0;
+  // RCPT of a recipient at relay.domains from a client outside relay.networks, with
+  // relay.verify_recipients on, after the relay rules and the recipient map accepted it.
+  virtual RcptCheck check_recipient(const std::string& address) {
+    (void)address;
+    return {};
+  }
 };
 
 struct ClientInfo {
@@ -99,6 +113,10 @@ class SmtpServerSession {
   bool tls_active() const { return tls_active_; }
 
   void commit_done(bool ok);  // the queue's answer to commit_message()
+  // The answer to a check_recipient() that said kPending (never kPending itself). Ignored
+  // unless the session is waiting for it; the input behind the RCPT is processed then.
+  void recipient_checked(RcptCheck c);
+  bool awaiting_recipient_check() const { return rcpt_wait_; }
   void timeout();             // idle or data timeout: 421 4.4.2, close
   void session_expired();     // max session duration: 421 4.4.2, close
   void shutting_down();       // SIGTERM drain: 421 now if idle, else after the transaction
@@ -175,6 +193,7 @@ class SmtpServerSession {
   void cmd_helo(std::string_view arg);
   void cmd_mail(std::string_view arg);
   void cmd_rcpt(std::string_view arg);
+  void finish_rcpt(Recipient r, const RcptCheck& c);
   void cmd_data(std::string_view arg);
   void cmd_bdat(std::string_view arg);
   void cmd_rset(std::string_view arg);
@@ -221,6 +240,8 @@ class SmtpServerSession {
   bool draining_ = false;
   bool spoke_early_ = false;
   bool improper_pipelining_ = false;
+  bool rcpt_wait_ = false;   // a RCPT waits for recipient verification: input is held
+  Recipient rcpt_pending_;   // ... this one
   std::string helo_;
   std::string tls_desc_;
   uint32_t junk_count_ = 0;

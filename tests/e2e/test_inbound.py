@@ -557,3 +557,35 @@ def test_unknown_recipients_refused_from_the_recipient_map():
     finally:
         import shutil
         shutil.rmtree(mapdir, ignore_errors=True)
+
+
+def test_the_recipient_map_is_read_again_when_it_changes_without_sighup():
+    import tempfile
+    mapdir = tempfile.mkdtemp(prefix="postern-rmap-")
+    path = os.path.join(mapdir, "example.test")
+    with open(path, "w") as f:
+        f.write("alice\n")
+
+    def rcpt(addr):
+        c = Smtp(d.port)
+        c.cmd("EHLO a")
+        c.cmd("MAIL FROM:<a@remote.example>")
+        code = c.cmd("RCPT TO:<%s>" % addr)[0]
+        c.cmd("QUIT")
+        return code
+    try:
+        with running({"relay": {"recipient_map": mapdir}}) as d:
+            assert rcpt("bob@example.test") == 550
+            with open(path, "a") as f:
+                f.write("bob\n")
+            wait_for(lambda: "RECIPIENT_MAP_RELOADED" in d.log_text(), 10, "the map's reload on change")
+            assert rcpt("bob@example.test") == 250
+            assert "reload requested" not in d.log_text()  # only the map, not the whole config
+            with open(path, "a") as f:
+                f.write("carol\nnot one address\n")  # a broken entry
+            wait_for(lambda: "RECIPIENT_MAP_REFUSED" in d.log_text(), 10, "the refusal")
+            assert rcpt("bob@example.test") == 250  # the old map serves
+            assert rcpt("carol@example.test") == 550
+    finally:
+        import shutil
+        shutil.rmtree(mapdir, ignore_errors=True)

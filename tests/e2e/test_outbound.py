@@ -1,10 +1,11 @@
 """End-to-end tests of the outbound MTA: swaks -> Postern -> test peers (SMTP and DNS)."""
 import os
 import re
+import signal
 import threading
 import time
 
-from harness import (Daemon, DnsPeer, Peer, Smtp, cert_fingerprint, log_tail, make_cert, running,
+from harness import (Daemon, DnsPeer, Peer, Smtp, cert_fingerprint, free_port, log_tail, make_cert, running,
                      send_message, swaks, wait_for)
 
 QID = re.compile(r"queued as ([0-9A-Z]+)")
@@ -164,6 +165,62 @@ def test_notify_success_to_a_next_hop_without_dsn_gets_a_relayed_notice():
             wait_for(lambda: d.queued() == [], 10, "queue empty")
             time.sleep(1.5)
             assert len(peer.messages()) == 2  # once
+    finally:
+        peer.cleanup()
+
+
+def test_recipient_verification_asks_the_next_hop_at_rcpt():
+    # relay.verify_recipients: an unknown user is refused at SMTP time with the downstream's own
+    # words (no backscatter later); the probe sends MAIL, RCPT and RSET, never DATA; answers are
+    # cached; an unreachable next hop gets relay.verify_unreachable (450 4.1.1, or accept).
+    peer = Peer(control={"rules": [{"at": "RCPT", "match": "bob@", "reply": "550 5.1.1 <bob@example.test>: no such user here"}]})
+    dead = free_port()
+    conf = relay_conf(peer, extra={"relay": {"domains": ["example.test", "down.test"], "verify_recipients": True,
+                                             "verify_timeout": "3s"}})
+    conf["routes"]["down.test"] = "[127.0.0.1]:%d" % dead
+    try:
+        with running(conf) as d:
+            c = Smtp(d.port)
+            c.cmd("EHLO a")
+            assert c.cmd("MAIL FROM:<sender@remote.example>")[0] == 250
+            assert c.cmd("RCPT TO:<alice@example.test>")[0] == 250
+            code, text = c.cmd("RCPT TO:<bob@example.test>")
+            assert code == 550 and "5.1.1" in text and "no such user here" in text, text
+            code, text = c.cmd("RCPT TO:<carol@down.test>")
+            assert code == 450 and "4.1.1" in text, text
+            c.cmd("DATA")
+            c.send("Subject: verified\r\n\r\nbody\r\n.\r\n")
+            code, text = c.reply()
+            assert code == 250, text
+            c.cmd("QUIT")
+            wait_for(lambda: len(peer.messages()) == 1, 20, "the message at the peer")
+            assert peer.messages()[0]["rcpts"] == ["TO:<alice@example.test>"]
+            cmds = [x["cmd"] for x in peer.commands()]
+            assert "MAIL FROM:<>" in cmds, cmds
+            probe_at = cmds.index("MAIL FROM:<>")
+            # The probe: MAIL FROM:<>, RCPT, RSET, and no DATA in between.
+            assert cmds[probe_at + 1] == "RCPT TO:<alice@example.test>" and cmds[probe_at + 2] == "RSET", cmds
+            probes = metric(d, "postern_verify_probes_total")
+            # Cached: asking again does not reach the peer; pipelined RCPTs keep their order.
+            c = Smtp(d.port)
+            c.cmd("EHLO a")
+            c.send("MAIL FROM:<sender@remote.example>\r\nRCPT TO:<bob@example.test>\r\nRCPT TO:<alice@example.test>\r\n")
+            assert c.reply()[0] == 250
+            assert c.reply()[0] == 550
+            assert c.reply()[0] == 250
+            c.cmd("QUIT")
+            assert metric(d, "postern_verify_probes_total") == probes
+            assert metric(d, "postern_verify_cached_total") >= 2
+            # The answer when the next hop cannot be asked is configurable.
+            conf["relay"]["verify_unreachable"] = "accept"
+            d.write_config(conf)
+            d.signal(signal.SIGHUP)
+            wait_for(lambda: "reload: config applied" in d.log_text(), 10, "the reload")
+            c = Smtp(d.port)
+            c.cmd("EHLO a")
+            c.cmd("MAIL FROM:<sender@remote.example>")
+            assert c.cmd("RCPT TO:<dave@down.test>")[0] == 250
+            c.cmd("QUIT")
     finally:
         peer.cleanup()
 

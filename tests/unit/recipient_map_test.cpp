@@ -122,3 +122,26 @@ TEST(RecipientMap, FingerprintChangesWithTheFiles) {
   EXPECT_EQ(recipient_map_fingerprint(""), "");
   EXPECT_EQ(recipient_map_fingerprint((t.p / "nothing").string()), "");
 }
+
+TEST(RecipientMap, WatchFiresOnceAChangeHoldsStill) {
+  TmpDir t;
+  std::string path = t.write("map", "a@example.test\n");
+  RecipientMapWatch w;
+  EXPECT_FALSE(w.poll(path));  // the first poll only learns the map
+  EXPECT_FALSE(w.poll(path));
+  t.write("map", "a@example.test\nb@example.test\n");
+  EXPECT_FALSE(w.poll(path));  // changed: wait one poll for it to hold still
+  EXPECT_TRUE(w.poll(path));
+  EXPECT_FALSE(w.poll(path));  // once
+  t.write("map", "a@example.test\nb@example.test\nc@example.test\n");
+  EXPECT_FALSE(w.poll(path));
+  t.write("map", "a@example.test\nb@example.test\nc@example.test\nd@example.test\n");
+  EXPECT_FALSE(w.poll(path));  // still being written
+  EXPECT_TRUE(w.poll(path));
+  w.reset(path);  // a reload read it: no change
+  EXPECT_FALSE(w.poll(path));
+  std::string other = t.write("other", "x@example.test\n");
+  EXPECT_FALSE(w.poll(other));  // a new path: the reload that set it read it
+  EXPECT_FALSE(w.poll(""));
+  EXPECT_FALSE(w.poll(""));
+}

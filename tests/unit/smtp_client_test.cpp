@@ -21,7 +21,7 @@ Envelope make_env(std::vector<std::string> rcpts, bool utf8 = false) {
 struct Client {
   Envelope env;
   std::unique_ptr<SmtpClientSession> s;
-  Client(Envelope e, TlsLevel tls = TlsLevel::kMay) : env(std::move(e)) {
+  Client(Envelope e, TlsLevel tls = TlsLevel::kMay, bool probe = false) : env(std::move(e)) {
     SmtpClientSession::Options o;
     o.helo_name = "mx.test";
     o.tls = tls;
@@ -30,6 +30,7 @@ struct Client {
     m.env = &env;
     for (size_t i = 0; i < env.rcpts.size(); ++i) m.rcpts.push_back(i);
     m.size = 100;
+    m.probe = probe;
     s = std::make_unique<SmtpClientSession>(o, std::vector<ClientMessage>{m});
   }
   std::string say(const std::string& server) {
@@ -314,4 +315,39 @@ TEST(SmtpClient, NotifySuccessToAServerWithoutDsnIsFlaggedRelayed) {
   EXPECT_EQ(res[0].outcome, Outcome::kDelivered);
   EXPECT_TRUE(res[0].relayed_without_dsn);
   EXPECT_FALSE(res[1].relayed_without_dsn);
+}
+
+
+// Recipient verification: MAIL and RCPT, then RSET; never DATA or BDAT, no SIZE or DSN parameters.
+TEST(SmtpClient, ProbeAsksAndResetsWithoutData) {
+  Envelope e = make_env({"a@example.test", "b@example.test"});
+  e.mail_from = "";
+  e.rcpts[0].notify = "SUCCESS";
+  Client c(e, TlsLevel::kNone, true);
+  c.say("220 peer ESMTP\r\n");
+  EXPECT_EQ(c.say(kEhloFull), "MAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n");
+  EXPECT_EQ(c.say("250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 <b@example.test>: no such user\r\n"), "RSET\r\n");
+  EXPECT_EQ(c.say("250 2.0.0 ok\r\n"), "QUIT\r\n");
+  auto res = c.s->take_results();
+  ASSERT_EQ(res.size(), 2u);
+  EXPECT_EQ(res[0].outcome, Outcome::kDelivered);
+  EXPECT_FALSE(res[0].relayed_without_dsn);
+  EXPECT_EQ(res[1].outcome, Outcome::kFailed);
+  EXPECT_EQ(res[1].diag, "550 5.1.1 <b@example.test>: no such user");
+}
+
+TEST(SmtpClient, ProbeWhoseSenderIsRefusedSaysNothingOfTheRecipient) {
+  for (const char* ehlo : {kEhloFull, "250-peer\r\n250 SIZE 1000\r\n"}) {
+    Envelope e = make_env({"a@example.test"});
+    e.mail_from = "";
+    Client c(e, TlsLevel::kNone, true);
+    c.say("220 peer ESMTP\r\n");
+    c.say(ehlo);
+    std::string out = c.say("550 5.7.1 null sender refused\r\n");
+    if (out.empty()) out = c.say("503 5.5.1 need MAIL\r\n");  // pipelined: the RCPT's reply
+    EXPECT_EQ(out, "RSET\r\n");
+    auto res = c.s->take_results();
+    ASSERT_EQ(res.size(), 1u);
+    EXPECT_EQ(res[0].outcome, Outcome::kDeferred) << ehlo;  // not "the address does not exist"
+  }
 }

@@ -4,6 +4,8 @@
 
 #include <arpa/inet.h>
 
+#include <map>
+
 #include "mta/server/smtp_server_session.h"
 
 using namespace postern;
@@ -43,6 +45,15 @@ struct FakeHooks : SessionHooks {
     if (sync_commit) session->commit_done(commit_ok);
   }
   void abort_message() override { ++aborts; }
+  // Recipient verification: answers from `verdicts` by address (default kAccept); kPending
+  // records the address for a later recipient_checked().
+  std::map<std::string, RcptCheck> verdicts;
+  std::vector<std::string> checked;
+  RcptCheck check_recipient(const std::string& address) override {
+    checked.push_back(address);
+    auto it = verdicts.find(address);
+    return it == verdicts.end() ? RcptCheck{} : it->second;
+  }
 };
 
 std::shared_ptr<Config> base_config() {
@@ -769,4 +780,68 @@ TEST(SmtpSession, UnknownRecipientsAreRefusedAtRcpt) {
   }
   Harness trusted(cfg, "10.1.2.3");  // relaying elsewhere is not checked
   EXPECT_EQ(codes(trusted.send("EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@other.example>\r\n")).back(), "250");
+}
+
+
+// Recipient verification: the RCPT reply waits for the next hop's answer; pipelined commands
+// behind it wait too and run in order once it comes.
+TEST(SmtpSession, RecipientVerificationHoldsTheRcptReplyUntilTheAnswer) {
+  auto cfg = base_config();
+  cfg->relay.verify_recipients = true;
+  Harness h(cfg);
+  h.hooks.verdicts["alice@example.test"] = {RcptVerdict::kPending, ""};
+  h.hooks.verdicts["bob@example.test"] = {RcptVerdict::kReject, "peer[127.0.0.1]:25 said: 550 5.1.1 no such user"};
+  h.hooks.verdicts["carol@example.test"] = {RcptVerdict::kDefer, "connect: refused"};
+  auto out = h.send("EHLO c\r\nMAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.test>\r\n"
+                    "RCPT TO:<bob@example.test>\r\nRCPT TO:<carol@example.test>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n");
+  EXPECT_EQ(codes(out), (std::vector<std::string>{"250", "250"}));  // EHLO, MAIL; RCPT waits
+  EXPECT_TRUE(h.s->awaiting_recipient_check());
+  EXPECT_FALSE(h.s->wants_input());
+  EXPECT_EQ(h.hooks.checked, std::vector<std::string>{"alice@example.test"});
+  h.s->recipient_checked({RcptVerdict::kAccept, ""});
+  out = h.s->take_output();
+  EXPECT_EQ(codes(out), (std::vector<std::string>{"250", "550", "450", "354", "250"}));
+  EXPECT_NE(out.find("550 5.1.1 <bob@example.test>: Recipient address rejected: undeliverable address: "
+                     "peer[127.0.0.1]:25 said: 550 5.1.1 no such user"), std::string::npos);
+  EXPECT_NE(out.find("450 4.1.1 <carol@example.test>: Recipient address rejected: unverified address: connect: refused"),
+            std::string::npos);
+  ASSERT_EQ(h.hooks.envs.size(), 1u);
+  ASSERT_EQ(h.hooks.envs[0].rcpts.size(), 1u);
+  EXPECT_EQ(h.hooks.envs[0].rcpts[0].address, "alice@example.test");
+  h.s->recipient_checked({RcptVerdict::kReject, "late"});  // nothing waits: ignored
+  EXPECT_EQ(h.s->take_output(), "");
+}
+
+TEST(SmtpSession, RecipientVerificationOnlyForOurDomainsFromOutside) {
+  auto cfg = base_config();
+  cfg->relay.verify_recipients = true;
+  {
+    Harness h(cfg, "10.1.2.3");  // relay.networks: trusted, never verified
+    h.send("EHLO c\r\nMAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<x@foreign.example>\r\n");
+    EXPECT_TRUE(h.hooks.checked.empty());
+  }
+  {
+    Harness h(cfg);
+    auto out = h.send("EHLO c\r\nMAIL FROM:<s@remote.example>\r\nRCPT TO:<postmaster>\r\nRCPT TO:<x@foreign.example>\r\n");
+    EXPECT_TRUE(h.hooks.checked.empty());  // postmaster always; a foreign domain is refused before
+    EXPECT_EQ(codes(out), (std::vector<std::string>{"250", "250", "250", "554"}));
+  }
+  {
+    cfg->relay.verify_recipients = false;
+    Harness h(cfg);
+    h.send("EHLO c\r\nMAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.test>\r\n");
+    EXPECT_TRUE(h.hooks.checked.empty());  // off by default
+  }
+}
+
+TEST(SmtpSession, RecipientVerificationWaitEndsWithTheSession) {
+  auto cfg = base_config();
+  cfg->relay.verify_recipients = true;
+  Harness h(cfg);
+  h.hooks.verdicts["alice@example.test"] = {RcptVerdict::kPending, ""};
+  h.send("EHLO c\r\nMAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.test>\r\n");
+  h.s->timeout();
+  EXPECT_NE(h.s->take_output().find("421"), std::string::npos);
+  h.s->recipient_checked({RcptVerdict::kAccept, ""});
+  EXPECT_EQ(h.s->take_output(), "");
 }
