@@ -83,7 +83,16 @@ std::string reload(Daemon& d, const std::string& why) {
   auto old = d.rt.config.load();
   std::shared_ptr<const Config> next;
   try {
-    next = std::make_shared<const Config>(load_config(old->path));
+    auto fresh = std::make_shared<Config>(load_config(old->path));
+    // The state directory is where this process's spool, lock, certificates and cluster live:
+    // it changes at restart only. Keep it, or a reload (a config being rewritten, even) would
+    // make and serve certificates somewhere else.
+    if (fresh->state_dir != old->state_dir) {
+      spdlog::warn("reload: server.state_dir {} takes effect at restart; {} stays in use", esc(fresh->state_dir),
+                   esc(old->state_dir));
+      fresh->state_dir = old->state_dir;
+    }
+    next = std::move(fresh);
   } catch (const ConfigError& e) {
     ++d.config_reload_failures;
     spdlog::error("reload: config refused, keeping the running one: {}", e.what());
@@ -91,9 +100,9 @@ std::string reload(Daemon& d, const std::string& why) {
     next = old;
   }
   if (next != old) {
-    if (next->smtp.listen.size() != old->smtp.listen.size() || next->state_dir != old->state_dir ||
-        next->workers != old->workers || next->queue.sync_per_file != old->queue.sync_per_file)
-      spdlog::warn("reload: smtp.listen, server.state_dir, server.workers and queue.sync take effect at restart");
+    if (next->smtp.listen.size() != old->smtp.listen.size() || next->workers != old->workers ||
+        next->queue.sync_per_file != old->queue.sync_per_file)
+      spdlog::warn("reload: smtp.listen, server.workers and queue.sync take effect at restart");
     if (auto err = ensure_default_cert(*next); !err.empty()) spdlog::error("reload: {}", err);
     d.rt.config.publish(next);
     d.recipient_map_watch.reset(next->relay.recipient_map);  // read just now
