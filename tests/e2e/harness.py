@@ -63,6 +63,7 @@ class Daemon:
         # posternd --test-clock FILE: the daemon's time is real time + the offset in FILE.
         self.test_clock = test_clock
         self.admin_port = free_port()
+        self.euq_port = free_port()
         self.dir = state_dir or tempfile.mkdtemp(prefix="postern-e2e-")
         if not state_dir:
             # mkdtemp makes it 0700; 0711 lets the postgres user (when root) keep the private
@@ -89,6 +90,7 @@ class Daemon:
             "outbound": {"dns_servers": ["127.0.0.1:9"]},
             "queue": {"deliver": self.deliver},
             "admin": {"listen": "127.0.0.1:%d" % self.admin_port},
+            "euq": {"listen": "127.0.0.1:%d" % self.euq_port},
         }
         for name, keys in self.sections.items():
             conf.setdefault(name, {}).update(keys)
