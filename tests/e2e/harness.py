@@ -96,12 +96,15 @@ class Daemon:
             conf.setdefault(name, {}).update(keys)
             for k in [k for k, v in conf[name].items() if v is None]:
                 del conf[name][k]
-        with open(self.conf, "w") as f:
+        # Replaced atomically: a reload at any moment (a SIGHUP, the certificate watch) reads the
+        # old file or the new one, never half of one.
+        with open(self.conf + ".tmp", "w") as f:
             for name, keys in conf.items():
                 f.write("[%s]\n" % name)
                 for k, v in keys.items():
                     f.write('"%s" = %s\n' % (k, toml_value(v)))
                 f.write("\n")
+        os.rename(self.conf + ".tmp", self.conf)
 
     @property
     def clock_file(self):
