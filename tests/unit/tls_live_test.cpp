@@ -245,5 +245,35 @@ TEST(CertWatch, WatchedFilesAreTheConfiguredOnes) {
   EXPECT_EQ(tls::role_files(tls::Role::kOutboundMta, cfg).cert, "/o.crt");
 }
 
+TEST(CertLiveConfig, FilePairsPerRoleAndTheEuqListener) {
+  Config c = parse_config(R"([outbound]
+tls_cert_file = "/o.crt"
+tls_key_file = "/o.key"
+[admin]
+tls_cert_file = "/a.crt"
+tls_key_file = "/a.key"
+[euq]
+listen = ""
+tls_cert_file = "/e.crt"
+tls_key_file = "/e.key"
+)", "t.toml");
+  EXPECT_EQ(c.outbound.tls_cert_file, "/o.crt");
+  EXPECT_EQ(c.admin_tls_key_file, "/a.key");
+  EXPECT_EQ(c.euq_tls_cert_file, "/e.crt");
+  EXPECT_EQ(c.euq_listen, "");
+  EXPECT_EQ(parse_config("", "t.toml").euq_listen, "127.0.0.1:8447");
+  for (const char* sec : {"outbound", "admin", "euq"}) {
+    std::string text = std::string("[") + sec + "]\ntls_cert_file = \"/x.crt\"\n";
+    try {
+      parse_config(text, "t.toml");
+      ADD_FAILURE() << sec << ": a certificate without its key was accepted";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string(sec) + ".tls_key_file"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(parse_config("[euq]\nlisten = \"nowhere\"\n", "t.toml"), ConfigError);
+  EXPECT_THROW(parse_config("[euq]\ncert_file = \"/x\"\n", "t.toml"), ConfigError);  // unknown key
+}
+
 }  // namespace
 }  // namespace postern
