@@ -59,7 +59,10 @@ json role_json(const tls::ContextProvider& p) {
                      {"chain_length", c.chain_length}});
   j.update({{"certificate", fs::path(cur->cert_file).stem().string()}, {"file", cur->cert_file},
             {"subject", cur->subject}, {"fingerprint", cur->fingerprint_sha256}, {"not_after", cur->not_after},
-            {"generation", cur->generation}, {"certificates", certs}});
+            {"generation", cur->generation}, {"certificates", certs}, {"origin", cur->origin}});
+  json sni = json::array();
+  for (auto& [name, set] : cur->sni) sni.push_back({{"name", name}, {"fingerprint", set->fingerprint_sha256}});
+  j["sni"] = sni;
   return j;
 }
 

@@ -189,6 +189,9 @@ def _certbot(base):
         wait_for(lambda: starttls_fingerprint(d.port) == want, 2.0, "the renewed certificate within 2 s")
         print("renewal served after %.2fs" % (time.time() - t0))
         assert "reload requested by file change: " in d.log_text() or d.wait_log("reload requested by file change: ")
+        roles = {r["role"]: r for r in https(d.admin_port, "/api/v1/roles", d.token())[1]}
+        assert roles["inbound_mta"]["origin"] == "file:" + sections["smtp"]["tls_cert_file"], roles
+        assert roles["inbound_mta"]["fingerprint"].replace(":", "").lower() == want and roles["inbound_mta"]["sni"] == []
         assert "SIGHUP" not in d.log_text()
         assert old.cmd("NOOP")[0] == 250  # in flight: still on its session
         old.close()
