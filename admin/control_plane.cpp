@@ -59,7 +59,10 @@ json role_json(const tls::ContextProvider& p) {
                      {"chain_length", c.chain_length}});
   j.update({{"certificate", fs::path(cur->cert_file).stem().string()}, {"file", cur->cert_file},
             {"subject", cur->subject}, {"fingerprint", cur->fingerprint_sha256}, {"not_after", cur->not_after},
-            {"generation", cur->generation}, {"certificates", certs}});
+            {"generation", cur->generation}, {"certificates", certs}, {"origin", cur->origin}});
+  json sni = json::array();
+  for (auto& [name, set] : cur->sni) sni.push_back({{"name", name}, {"fingerprint", set->fingerprint_sha256}});
+  j["sni"] = sni;
   return j;
 }
 
@@ -133,12 +136,24 @@ void ControlPlane::start() {
   api_->listen(a.host, a.port);
   spdlog::info("admin api: https://{}:{}/api/v1/ node={} database={}", a.host, a.port, node_,
                cfg->database_url.empty() ? "private cluster" : "configured URL");
+  watch_ = std::make_unique<tls::CertWatch>(loop_, [this](const std::string& path) { reload("file change: " + path); });
+  if (auto e = watch_->watch(tls::watched_files(*cfg)); !e.empty()) spdlog::warn("cert watch: off: {}", e);
+  expiry_ = std::make_unique<CertExpiry>(rt_.tls, *rt_.clock, CertExpiry::Sink{
+      [this](const std::string& c, const std::string& sev, const std::string& t, bool al) { raise(c, sev, t, "", al); },
+      [this](const std::string& c) { resolve_alert(c); }});
+  expiry_->start(loop_);
+  euq_ = start_euq_server(loop_, rt_.tls.role(tls::Role::kEuqConsole), *cfg, [this] {
+    return json{{"status", "ok"}, {"service", "euq"}, {"node", node_}, {"database", database_up() ? "up" : "down"}}.dump();
+  });
   raise("NODE_STARTED", "info", std::string("posternd ") + POSTERN_VERSION + " started with " +
                                     std::to_string(sched_.size()) + " queued messages");
 }
 
 void ControlPlane::stop() {
   if (api_) api_->close();
+  if (euq_) euq_->close();
+  if (watch_) watch_->close();
+  if (expiry_) expiry_->close();
   if (db_) db_->stop();
   if (embedded_) embedded_->stop();
 }
@@ -227,6 +242,7 @@ void ControlPlane::insert_event(const std::string& ej, bool replay) {
 
 std::string ControlPlane::reload(const std::string& by) {
   std::string failures = hooks_.reload ? hooks_.reload(by) : "";
+  if (watch_) watch_->watch(tls::watched_files(*rt_.config.load()));  // the config may name other files now
   raise(failures.empty() ? "RELOAD_APPLIED" : "RELOAD_FAILED", failures.empty() ? "info" : "error",
         "reload requested by " + by + (failures.empty() ? " applied" : " failed: " + failures));
   return failures;
@@ -498,13 +514,7 @@ std::string ControlPlane::metrics() const {
   }
   metric("postern_outbound_connections", "gauge", "Delivery connections in progress.");
   o << "postern_outbound_connections " << sched_.active_connections() << "\n";
-  metric("postern_tls_handshakes_total", "counter", "Completed TLS handshakes per role.");
-  o << "postern_tls_handshakes_total{role=\"inbound_mta\"} " << c.tls_handshakes.load() << "\n";
-  o << "postern_tls_handshakes_total{role=\"outbound_mta\"} " << c.tls_handshakes_outbound.load() << "\n";
-  metric("postern_tls_handshake_failures_total", "counter", "Failed TLS handshakes per role.");
-  o << "postern_tls_handshake_failures_total{role=\"inbound_mta\"} " << c.tls_failures.load() << "\n";
-  o << "postern_tls_handshake_failures_total{role=\"outbound_mta\"} " << c.tls_failures_outbound.load() << "\n";
-  o << "postern_tls_handshake_failures_total{role=\"admin_console\"} " << (api_ ? api_->tls_failures() : 0) << "\n";
+  o << tls::tls_role_metrics(rt_.tls);  // per role: notAfter, handshakes, failures, assigns
   metric("postern_tls_reloads_total", "counter", "Certificate reloads applied per role.");
   metric("postern_tls_reload_failures_total", "counter", "Certificate reloads refused per role.");
   for (tls::Role r : tls::kRoles) {

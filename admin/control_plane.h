@@ -13,11 +13,14 @@
 #include <string>
 
 #include "admin/admin_server.h"
+#include "admin/cert_expiry.h"
+#include "admin/euq_server.h"
 #include "admin/pg_client.h"
 #include "admin/pg_embedded.h"
 #include "base/snapshot.h"
 #include "mta/queue/scheduler.h"
 #include "mta/runtime.h"
+#include "tls/cert_watch.h"
 
 namespace postern::admin {
 
@@ -83,6 +86,9 @@ class ControlPlane {
   std::unique_ptr<EmbeddedPostgres> embedded_;
   std::unique_ptr<PgClient> db_;
   std::unique_ptr<AdminServer> api_;
+  std::unique_ptr<EuqServer> euq_;  // null when [euq] listen is ""
+  std::unique_ptr<tls::CertWatch> watch_;  // the config's certificate files
+  std::unique_ptr<CertExpiry> expiry_;
   Snapshot<ControlState> state_;
   std::deque<std::string> buffered_;  // events (JSON) waiting for the database
   size_t replaying_ = 0;              // buffered events sent to the database, not yet answered

@@ -224,6 +224,7 @@ int run(const std::string& config_path, const std::string& test_clock) {
     spdlog::warn("test clock in use: time is shifted by the offset in {} (now {}s); never run a real MTA so",
                  test_clock, clock->offset().count() / 1'000'000'000);
   }
+  d.rt.tls.set_clock(d.rt.clock);  // certificate dates by the injected clock
   apply_fd_budget(d, *cfg);
   if (auto err = ensure_default_cert(*cfg); !err.empty())
     return start_failed(d, "cannot create the default certificates: " + err);
@@ -328,7 +329,7 @@ int main(int argc, char** argv) {
       ->type_name("FILE");
   app.add_flag("--print-listen", print_listen,
                "validate the configuration, print the addresses posternd listens on (\"smtp HOST:PORT\", "
-               "\"admin HOST:PORT\", one a line) and exit");
+               "\"admin HOST:PORT\", \"euq HOST:PORT\", one a line) and exit");
   app.set_version_flag("--version", std::string("posternd ") + POSTERN_VERSION);
   CLI11_PARSE(app, argc, argv);
   signal(SIGPIPE, SIG_IGN);
@@ -341,6 +342,7 @@ int main(int argc, char** argv) {
       for (auto& a : cfg.smtp.listen) std::cout << "smtp " << show(a.host, a.port) << "\n";
       postern::ListenAddr admin;
       if (postern::parse_listen(cfg.admin_listen, admin)) std::cout << "admin " << show(admin.host, admin.port) << "\n";
+      if (postern::parse_listen(cfg.euq_listen, admin)) std::cout << "euq " << show(admin.host, admin.port) << "\n";
       return 0;
     }
     if (check) {

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <tuple>
 #include <toml++/toml.h>
 
 #include "base/duration.h"
@@ -381,6 +382,8 @@ Config parse_config(std::string_view text, const std::string& path) {
   out.uint("messages_per_connection", c.outbound.messages_per_connection, 1, 10000);
   out.uint("mx_port", c.outbound.mx_port, 1, 65535);
   out.duration("connection_cache_time", c.outbound.connection_cache_time, true);
+  out.str("tls_cert_file", c.outbound.tls_cert_file);
+  out.str("tls_key_file", c.outbound.tls_key_file);
   if (auto* pol = out.table("tls_policy")) {
     for (auto& [k, v] : *pol) {
       std::string key = "outbound.tls_policy." + std::string(k.str());
@@ -430,14 +433,23 @@ Config parse_config(std::string_view text, const std::string& path) {
   admin.duration("request_timeout", c.admin.request_timeout);
   admin.duration("idle_timeout", c.admin.idle_timeout);
   admin.duration("write_timeout", c.admin.write_timeout);
+  admin.str("tls_cert_file", c.admin_tls_cert_file);
+  admin.str("tls_key_file", c.admin_tls_key_file);
   admin.finish();
   Section euq(top.table("euq"), "euq");
   euq.str("listen", c.euq_listen);
+  euq.str("tls_cert_file", c.euq_tls_cert_file);
+  euq.str("tls_key_file", c.euq_tls_key_file);
   euq.finish();
   for (auto [k, v] : {std::pair{"admin.listen", &c.admin_listen}, std::pair{"euq.listen", &c.euq_listen}}) {
     ListenAddr a;
-    if (!parse_listen(*v, a)) fail(k, "bad address '" + *v + "'");
+    if (!parse_listen(*v, a) && !(v == &c.euq_listen && v->empty())) fail(k, "bad address '" + *v + "'");
   }
+  for (auto [sec, cert, key] : {std::tuple{"outbound", &c.outbound.tls_cert_file, &c.outbound.tls_key_file},
+                                std::tuple{"admin", &c.admin_tls_cert_file, &c.admin_tls_key_file},
+                                std::tuple{"euq", &c.euq_tls_cert_file, &c.euq_tls_key_file}})
+    if (cert->empty() != key->empty())
+      fail(std::string(sec) + ".tls_key_file", "tls_cert_file and tls_key_file are set together or not at all");
   Section db(top.table("database"), "database");
   db.str("url", c.database_url);
   db.finish();

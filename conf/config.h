@@ -110,6 +110,8 @@ struct OutboundConfig {
   uint32_t messages_per_connection = 50;
   uint16_t mx_port = 25;  // port for next hops found by MX lookup (tests use another)
   std::chrono::milliseconds connection_cache_time{std::chrono::seconds(2)};  // 0 = no cache
+  std::string tls_cert_file;  // the client certificate; empty: smtp's pair (default_mta)
+  std::string tls_key_file;
 };
 
 // Limits of an HTTPS listener (admin API now; the consoles and servers to come).
@@ -162,7 +164,9 @@ struct Config {
   HttpClientConfig http_client;
   std::string admin_listen = "127.0.0.1:8445";
   HttpLimits admin;
-  std::string euq_listen = "127.0.0.1:8447";
+  std::string admin_tls_cert_file, admin_tls_key_file;  // empty: <state_dir>/certs/default_console.*
+  std::string euq_listen = "127.0.0.1:8447";  // "" = no EUQ listener
+  std::string euq_tls_cert_file, euq_tls_key_file;  // empty: <state_dir>/certs/default_console.*
   std::string database_url;
 
   std::string cert_file() const;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -57,6 +58,12 @@ std::string asn1_time_iso(const ASN1_TIME* t) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
+}
+
+std::time_t asn1_time_unix(const ASN1_TIME* t) {
+  struct tm tm {};
+  if (ASN1_TIME_to_tm(t, &tm) != 1) return 0;
+  return timegm(&tm);
 }
 
 BioPtr mem_bio(const std::string& s) { return BioPtr(BIO_new_mem_buf(s.data(), static_cast<int>(s.size()))); }
@@ -163,6 +170,8 @@ CertInfo describe(const Identity& id, const Parsed& p) {
   ci.subject = subj;
   ci.not_before = asn1_time_iso(X509_get0_notBefore(p.leaf.get()));
   ci.not_after = asn1_time_iso(X509_get0_notAfter(p.leaf.get()));
+  ci.not_before_unix = asn1_time_unix(X509_get0_notBefore(p.leaf.get()));
+  ci.not_after_unix = asn1_time_unix(X509_get0_notAfter(p.leaf.get()));
   ci.chain_length = static_cast<size_t>(sk_X509_num(p.chain.get()));
   return ci;
 }
@@ -224,7 +233,101 @@ std::string configure(SSL_CTX* ctx, const ContextOptions& opt) {
   return opt.tickets->attach(ctx);
 }
 
+// --- per-role handshake counting -----------------------------------------------------------------
+// The SSL_CTX carries its role's RoleStats; each SSL carries, while its handshake runs, a pointer
+// to them (then kDone). An SSL freed while the pointer is still there never finished: a failure.
+char kDone;
+
+int ctx_stats_index() {
+  static int idx = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return idx;
+}
+
+void ssl_state_free(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+  if (ptr && ptr != &kDone) static_cast<RoleStats*>(ptr)->handshake_failures.fetch_add(1, std::memory_order_relaxed);
+}
+
+int ssl_state_index() {
+  static int idx = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, ssl_state_free);
+  return idx;
+}
+
+// TLS 1.3 may report HANDSHAKE_DONE again after post-handshake messages: counted once per SSL.
+void info_cb(const SSL* cs, int where, int) {
+  if (!(where & (SSL_CB_HANDSHAKE_START | SSL_CB_HANDSHAKE_DONE))) return;
+  SSL* s = const_cast<SSL*>(cs);
+  void* st = SSL_get_ex_data(s, ssl_state_index());
+  if (where & SSL_CB_HANDSHAKE_START) {
+    auto* rs = static_cast<RoleStats*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(s), ctx_stats_index()));
+    if (!st && rs) SSL_set_ex_data(s, ssl_state_index(), rs);
+    return;
+  }
+  if (st && st != &kDone) {
+    static_cast<RoleStats*>(st)->handshakes.fetch_add(1, std::memory_order_relaxed);
+    SSL_set_ex_data(s, ssl_state_index(), &kDone);
+  }
+}
+
+std::string attach_stats(SSL_CTX* ctx, const std::shared_ptr<RoleStats>& stats) {
+  if (!stats) return "";
+  if (ctx_stats_index() < 0 || ssl_state_index() < 0 || SSL_CTX_set_ex_data(ctx, ctx_stats_index(), stats.get()) != 1)
+    return "cannot attach the handshake counters: " + openssl_errors();
+  SSL_CTX_set_info_callback(ctx, info_cb);
+  return "";
+}
+
+// --- SNI -------------------------------------------------------------------------------------------
+
+// The name as sent, lower-cased, without a trailing dot; "" when it is not a host name.
+std::string normal_host(std::string_view n, bool allow_wildcard) {
+  if (!n.empty() && n.back() == '.') n.remove_suffix(1);
+  std::string out;
+  bool wild = allow_wildcard && n.size() > 2 && n.substr(0, 2) == "*.";
+  if (wild) n.remove_prefix(2);
+  if (n.empty() || n.size() > 253) return "";
+  size_t label = 0;
+  for (char ch : n) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c == '.') {
+      if (label == 0) return "";
+      label = 0;
+    } else if (std::isalnum(c) || c == '-') {
+      if (++label > 63) return "";
+    } else {
+      return "";
+    }
+    out.push_back(static_cast<char>(std::tolower(c)));
+  }
+  if (label == 0) return "";
+  return wild ? "*." + out : out;
+}
+
+// Runs on a worker thread during the ClientHello: switches the SSL to the set for the name sent.
+// `arg` is the default set, which the SSL's owner keeps alive (and with it the SNI sets).
+int servername_cb(SSL* ssl, int*, void* arg) {
+  const auto* set = static_cast<const ContextSet*>(arg);
+  const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (!name) return SSL_TLSEXT_ERR_OK;
+  const ContextSet& pick = set->for_name(name);
+  if (&pick != set && SSL_set_SSL_CTX(ssl, pick.ctx) == nullptr) return SSL_TLSEXT_ERR_ALERT_FATAL;
+  return SSL_TLSEXT_ERR_OK;
+}
+
 }  // namespace
+
+const ContextSet& ContextSet::for_name(std::string_view server_name) const {
+  if (sni.empty()) return *this;
+  std::string n = normal_host(server_name, false);
+  if (n.empty()) return *this;
+  for (auto& [name, set] : sni)
+    if (name == n) return *set;
+  auto dot = n.find('.');
+  if (dot == std::string::npos || dot == 0) return *this;
+  std::string wild = "*" + n.substr(dot);
+  for (auto& [name, set] : sni)
+    if (name == wild) return *set;
+  return *this;
+}
 
 Identity::~Identity() {
   if (!key_pem.empty()) OPENSSL_cleanse(key_pem.data(), key_pem.size());
@@ -265,7 +368,9 @@ BuildResult build_context(const std::vector<Identity>& ids, const ContextOptions
   auto set = std::make_shared<ContextSet>();
   set->ctx = ctx;
   set->tickets = opt.server ? opt.tickets : nullptr;
+  set->stats = opt.stats;
   if (auto e = configure(ctx, opt); !e.empty()) return {nullptr, e};
+  if (auto e = attach_stats(ctx, opt.stats); !e.empty()) return {nullptr, e};
   std::vector<int> slots;
   for (auto& id : ids)
     if (auto e = add_identity(ctx, id, opt.now, slots, set->certs); !e.empty()) return {nullptr, e};
@@ -279,6 +384,29 @@ BuildResult build_context(const std::vector<Identity>& ids, const ContextOptions
     set->not_after = c.not_after;
   }
   return {set, ""};
+}
+
+BuildResult build_context_sni(const std::vector<Identity>& ids,
+                              const std::vector<std::pair<std::string, std::vector<Identity>>>& sni,
+                              const ContextOptions& opt) {
+  if (!sni.empty() && !opt.server) return {nullptr, "SNI names are for server roles only"};
+  BuildResult def = build_context(ids, opt);
+  if (!def.set || sni.empty()) return def;
+  std::vector<std::pair<std::string, std::shared_ptr<const ContextSet>>> sets;
+  for (auto& [raw, sids] : sni) {
+    std::string name = normal_host(raw, true);
+    if (name.empty()) return {nullptr, "bad SNI name '" + raw.substr(0, 255) + "' (a host name or *.host name)"};
+    for (auto& [have, set] : sets)
+      if (have == name) return {nullptr, "SNI name " + name + " given twice"};
+    BuildResult br = build_context(sids, opt);
+    if (!br.set) return {nullptr, "SNI " + name + ": " + br.error};
+    sets.emplace_back(name, std::move(br.set));
+  }
+  def.set->sni = std::move(sets);
+  SSL_CTX_set_tlsext_servername_callback(def.set->ctx, servername_cb);
+  if (SSL_CTX_set_tlsext_servername_arg(def.set->ctx, def.set.get()) != 1)
+    return {nullptr, "cannot install the SNI callback: " + openssl_errors()};
+  return def;
 }
 
 std::string read_pem_file(const std::string& path, std::string& out) {

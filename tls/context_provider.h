@@ -24,6 +24,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/snapshot.h"
@@ -43,7 +45,15 @@ struct CertInfo {
   std::string fingerprint_sha256;  // hex, colon separated
   std::string subject;
   std::string not_before, not_after;  // ISO 8601
+  std::time_t not_before_unix = 0, not_after_unix = 0;
   size_t chain_length = 0;            // intermediates sent after it
+};
+
+// Per-role handshake counters, kept by an info callback on every context the role builds (the
+// SNI sets' included), so every listener and the outbound side count the same way.
+struct RoleStats {
+  std::atomic<uint64_t> handshakes{0};          // completed (full or resumed)
+  std::atomic<uint64_t> handshake_failures{0};  // started and never completed
 };
 
 struct ContextSet {
@@ -59,7 +69,15 @@ struct ContextSet {
   std::string subject;
   std::string not_after;
   uint64_t generation = 0;
+  std::string origin;  // who published it: "file:PATH", "store:NAME", ... (for display and logs)
   std::shared_ptr<TicketKeys> tickets;  // keeps the keys the ctx's ticket callback uses alive
+  std::shared_ptr<RoleStats> stats;     // the role's counters the ctx's info callback updates
+  // Server only: per-SNI-name sets ("mx.example.com" or "*.example.com", lower case), chosen in
+  // the servername callback of `ctx`; a client naming no host or another one gets this set.
+  std::vector<std::pair<std::string, std::shared_ptr<const ContextSet>>> sni;
+  // The set serving `server_name` (this one when no SNI set matches). Case-insensitive; a
+  // wildcard covers exactly one label.
+  const ContextSet& for_name(std::string_view server_name) const;
 };
 
 // Everything OpenSSL left on its error queue, folded into one line.
@@ -83,6 +101,7 @@ struct ContextOptions {
   std::shared_ptr<TicketKeys> tickets;  // server: null = no session tickets
   std::chrono::seconds session_lifetime{12 * 3600};  // ticket lifetime hint and cache timeout
   std::time_t now = 0;  // the clock for the validity checks; 0 = the system clock
+  std::shared_ptr<RoleStats> stats;  // null: not counted
 };
 
 struct BuildResult {
@@ -96,6 +115,12 @@ BuildResult build_context(const std::vector<Identity>& ids, const ContextOptions
 // The same from PEM files (cert_file holds the leaf and its chain). A client may pass "" for both.
 BuildResult build_context_files(const std::string& cert_file, const std::string& key_file,
                                 const ContextOptions& opt);
+// Builds a server set from a default set of identities and per-SNI-name sets, all or nothing:
+// a bad name (not a host name or "*.host"), a name given twice or any set that fails to build
+// refuses the whole. The SNI sets share the options (role, tickets, stats) of the default.
+BuildResult build_context_sni(const std::vector<Identity>& ids,
+                              const std::vector<std::pair<std::string, std::vector<Identity>>>& sni,
+                              const ContextOptions& opt);
 // Reads a file of at most 1 MiB. "" on success, else the error.
 std::string read_pem_file(const std::string& path, std::string& out);
 

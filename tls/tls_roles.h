@@ -15,21 +15,34 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "base/clock.h"
 #include "conf/config.h"
 #include "tls/context_provider.h"
 #include "tls/ticket_keys.h"
 
 namespace postern::tls {
 
-// The files a role serves under the static configuration (until the certificate store binds
-// roles to its entries): the MTA roles smtp.tls_cert_file/tls_key_file (default
-// <state_dir>/certs/default_mta.*), the consoles <state_dir>/certs/default_console.*.
+// The files a role serves under the static configuration (an assign from the certificate store
+// overrides them, see reload()): inbound smtp.tls_cert_file/tls_key_file (default
+// <state_dir>/certs/default_mta.*), outbound [outbound] tls_cert_file/tls_key_file (default: the
+// inbound pair), the consoles [admin] / [euq] tls_cert_file/tls_key_file (default
+// <state_dir>/certs/default_console.*).
 struct RoleFiles {
   std::string cert, key, ca;  // ca: the outbound role's verify store ("" = the system's)
 };
 RoleFiles role_files(Role r, const Config& cfg);
+
+// What a role serves, as a publisher (the certificate store, the file-backed config) hands it
+// over: one identity per key type for the default set, and (inbound role only) per-SNI-name
+// sets. `origin` says who published it ("file:PATH", "store:NAME", ...).
+struct RoleSource {
+  std::vector<Identity> ids;
+  std::vector<std::pair<std::string, std::vector<Identity>>> sni;
+  std::string origin;
+};
 
 class TlsRoles {
  public:
@@ -47,8 +60,20 @@ class TlsRoles {
   // Builds role r's set from PEM identities and publishes it. "" or the reason it was refused
   // (the role then keeps the set it had).
   std::string reload(Role r, const std::vector<Identity>& ids, const ContextOptions& opt);
-  // The same from the role's files under `cfg`, logged (one line, success or refusal).
+  // The same from the role's files under `cfg`, logged (one line, success or refusal). A role
+  // last assigned from elsewhere (the store: an origin not "file:...") keeps that assignment
+  // while the config names the same files as when it was made; a different file pair wins.
   std::string reload(Role r, const Config& cfg);
+  // Builds role r's whole set (every key type and SNI set) all or nothing and publishes it
+  // atomically: the next handshake on any worker uses it, sessions in flight keep theirs.
+  // Logged (one line). "" or the reason it was refused (the role keeps what it had). The
+  // role, session tickets and counters of `opt` are forced to the role's own.
+  std::string assign(Role r, const RoleSource& src, const ContextOptions& opt);
+  const RoleStats& stats(Role r) const { return *stats_[static_cast<size_t>(r)]; }
+
+  // The clock options() dates its validity checks by (null: the system's). posternd passes the
+  // injected one (mta::Runtime::clock), so --test-clock moves what "expired" means everywhere.
+  void set_clock(const postern::Clock* c) { clock_ = c; }
 
   TicketKeys& tickets() { return *tickets_; }
   // Rotates the ticket keys when the current one is `every` old (0: never). True if it did.
@@ -61,6 +86,17 @@ class TlsRoles {
   std::array<ContextProvider, 4> roles_{ContextProvider(Role::kInboundMta), ContextProvider(Role::kOutboundMta),
                                         ContextProvider(Role::kAdminConsole), ContextProvider(Role::kEuqConsole)};
   std::shared_ptr<TicketKeys> tickets_;
+  std::array<std::shared_ptr<RoleStats>, 4> stats_;
+  // Per role: the config's file pair at the last reload from the config, whether the role was
+  // assigned from elsewhere since, and the pair it was then. Touched only by the control thread.
+  std::array<std::string, 4> last_files_, override_files_;
+  std::array<bool, 4> overridden_{};
+  const postern::Clock* clock_ = nullptr;
+  void log_published(Role r, const char* how);
 };
+
+// The /metrics text of the roles: per role the served certificates' notAfter (unix seconds, a
+// gauge per key type and SNI name), handshakes and handshake failures, assigns and refused ones.
+std::string tls_role_metrics(const TlsRoles& roles);
 
 }  // namespace postern::tls

@@ -63,6 +63,7 @@ class Daemon:
         # posternd --test-clock FILE: the daemon's time is real time + the offset in FILE.
         self.test_clock = test_clock
         self.admin_port = free_port()
+        self.euq_port = free_port()
         self.dir = state_dir or tempfile.mkdtemp(prefix="postern-e2e-")
         if not state_dir:
             # mkdtemp makes it 0700; 0711 lets the postgres user (when root) keep the private
@@ -89,17 +90,21 @@ class Daemon:
             "outbound": {"dns_servers": ["127.0.0.1:9"]},
             "queue": {"deliver": self.deliver},
             "admin": {"listen": "127.0.0.1:%d" % self.admin_port},
+            "euq": {"listen": "127.0.0.1:%d" % self.euq_port},
         }
         for name, keys in self.sections.items():
             conf.setdefault(name, {}).update(keys)
             for k in [k for k, v in conf[name].items() if v is None]:
                 del conf[name][k]
-        with open(self.conf, "w") as f:
+        # Replaced atomically: a reload at any moment (a SIGHUP, the certificate watch) reads the
+        # old file or the new one, never half of one.
+        with open(self.conf + ".tmp", "w") as f:
             for name, keys in conf.items():
                 f.write("[%s]\n" % name)
                 for k, v in keys.items():
                     f.write('"%s" = %s\n' % (k, toml_value(v)))
                 f.write("\n")
+        os.rename(self.conf + ".tmp", self.conf)
 
     @property
     def clock_file(self):

@@ -2,6 +2,7 @@
 // session resumption against ticket-key rotation, flushes and certificate swaps, with both TLS
 // ends in memory (TlsEngine over memory BIOs). Certificates are made here, never committed.
 #include <gtest/gtest.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <sys/stat.h>
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 #include <fstream>
+#include <thread>
 
 #include "tests/unit/test_certs.h"
 #include "tls/context_provider.h"
@@ -62,8 +64,22 @@ struct Shake {
   bool reused = false;
   std::string error;
   std::string version;
+  std::string peer_fp;  // the server certificate's SHA-256, as in CertInfo
   Session session;  // the client's
 };
+
+std::string fp_of(const X509* x) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (!x || X509_digest(x, EVP_sha256(), md, &n) != 1) return "";
+  std::string out;
+  for (unsigned i = 0; i < n; ++i) {
+    char b[4];
+    std::snprintf(b, sizeof b, i ? ":%02X" : "%02X", md[i]);
+    out += b;
+  }
+  return out;
+}
 
 // Runs a handshake between two in-memory engines, then lets the client read what the server
 // sent after it (TLS 1.3 session tickets). Bounded: at most 20 round trips.
@@ -92,6 +108,7 @@ Shake handshake(std::shared_ptr<const ContextSet> server, std::shared_ptr<const 
   r.ok = c.handshake_done() && s.handshake_done();
   r.reused = SSL_session_reused(c.ssl()) == 1;
   r.version = c.version();
+  r.peer_fp = fp_of(SSL_get0_peer_certificate(c.ssl()));
   r.session.reset(SSL_get1_session(c.ssl()));
   // A clean close: OpenSSL marks the session of an SSL freed without close_notify unresumable.
   c.shutdown();
@@ -314,6 +331,175 @@ TEST(TlsRoles, ReloadFromConfigNamesTheReason) {
   EXPECT_EQ(roles.reload(Role::kInboundMta, cfg), "");
   EXPECT_EQ(roles.reload(Role::kOutboundMta, cfg), "");
   EXPECT_EQ(roles.reload(Role::kAdminConsole, cfg).rfind("cannot load certificate: cannot open " + dir + "/certs/", 0), 0u);
+  std::filesystem::remove_all(dir);
+}
+
+// --- key types, SNI and assign ------------------------------------------------------------------
+
+std::string fp_pem(const std::string& pem) {
+  BIO* b = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  X509* x = PEM_read_bio_X509(b, nullptr, nullptr, nullptr);
+  BIO_free(b);
+  std::string fp = fp_of(x);
+  X509_free(x);
+  return fp;
+}
+
+struct KeyTypeCase {
+  int version;
+  const char* name;
+};
+class KeyTypeChoice : public ::testing::TestWithParam<KeyTypeCase> {};
+
+// A set with an RSA and an ECDSA certificate: the client's signature algorithms choose.
+TEST_P(KeyTypeChoice, FollowsTheSignatureAlgorithmsTheClientOffers) {
+  TlsRoles roles;
+  RoleSource src;
+  src.ids.push_back(ident(ec_cert(), "ec"));
+  src.ids.push_back(ident(rsa_cert(), "rsa"));
+  src.origin = "store:both";
+  ASSERT_EQ(roles.assign(Role::kInboundMta, src, roles.options(Role::kInboundMta, 0ms)), "");
+  auto set = roles.current(Role::kInboundMta);
+  auto with = [&](const char* sigalgs) {
+    return handshake(set, client_ctx(), nullptr, GetParam().version, true,
+                     [sigalgs](SSL* ssl) { ASSERT_EQ(SSL_set1_sigalgs_list(ssl, sigalgs), 1); });
+  };
+  auto ec = with("ecdsa_secp256r1_sha256");
+  ASSERT_TRUE(ec.ok) << ec.error;
+  EXPECT_EQ(ec.peer_fp, fp_pem(ec_cert().cert_pem));
+  auto rsa = with("rsa_pss_rsae_sha256:rsa_pkcs1_sha256");
+  ASSERT_TRUE(rsa.ok) << rsa.error;
+  EXPECT_EQ(rsa.peer_fp, fp_pem(rsa_cert().cert_pem));
+  // With only the EC certificate, an RSA-only client fails the handshake: counted per role.
+  src.ids.pop_back();
+  ASSERT_EQ(roles.assign(Role::kInboundMta, src, roles.options(Role::kInboundMta, 0ms)), "");
+  auto none = handshake(roles.current(Role::kInboundMta), client_ctx(), nullptr, GetParam().version, true,
+                        [](SSL* ssl) { SSL_set1_sigalgs_list(ssl, "rsa_pss_rsae_sha256:rsa_pkcs1_sha256"); });
+  EXPECT_FALSE(none.ok);
+  EXPECT_EQ(roles.stats(Role::kInboundMta).handshakes.load(), 2u);
+  EXPECT_EQ(roles.stats(Role::kInboundMta).handshake_failures.load(), 1u);
+  EXPECT_EQ(roles.stats(Role::kAdminConsole).handshakes.load(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Versions, KeyTypeChoice,
+                         ::testing::Values(KeyTypeCase{TLS1_2_VERSION, "tls12"}, KeyTypeCase{TLS1_3_VERSION, "tls13"}),
+                         [](const auto& tc) { return std::string(tc.param.name); });
+
+TEST(TlsSni, PerNameSetsAndTheDefaultForAnyOtherName) {
+  static TestCert other = testcerts::make_cert({.cn = "mail.other.example"});
+  static TestCert wild = testcerts::make_cert({.cn = "*.wild.example"});
+  TlsRoles roles;
+  RoleSource src;
+  src.ids.push_back(ident(ec_cert(), "default"));
+  src.sni.emplace_back("Mail.Other.Example", std::vector<Identity>{});
+  src.sni.back().second.push_back(ident(other, "other"));
+  src.sni.emplace_back("*.wild.example", std::vector<Identity>{});
+  src.sni.back().second.push_back(ident(wild, "wild"));
+  src.origin = "store:sni";
+  ASSERT_EQ(roles.assign(Role::kInboundMta, src, roles.options(Role::kInboundMta, 12h)), "");
+  auto set = roles.current(Role::kInboundMta);
+  ASSERT_EQ(set->sni.size(), 2u);
+  EXPECT_EQ(set->sni[0].first, "mail.other.example");
+  EXPECT_EQ(set->origin, "store:sni");
+  auto served = [&](const std::string& name) {
+    auto hs = handshake(set, client_ctx(), nullptr, 0, true, [name](SSL* ssl) {
+      char* n = name.empty() ? nullptr : const_cast<char*>(name.c_str());
+      SSL_set_tlsext_host_name(ssl, n);
+    });
+    EXPECT_TRUE(hs.ok) << name << ": " << hs.error;
+    return hs.peer_fp;
+  };
+  std::string def = fp_pem(ec_cert().cert_pem);
+  EXPECT_EQ(served("mail.other.example"), fp_pem(other.cert_pem));
+  EXPECT_EQ(served("MAIL.other.example."), fp_pem(other.cert_pem));
+  EXPECT_EQ(served("a.wild.example"), fp_pem(wild.cert_pem));
+  EXPECT_EQ(served("b.a.wild.example"), def);  // a wildcard covers one label only
+  EXPECT_EQ(served("wild.example"), def);
+  EXPECT_EQ(served("unknown.example"), def);
+  EXPECT_EQ(served(""), def);
+  EXPECT_EQ(roles.stats(Role::kInboundMta).handshakes.load(), 7u);  // the SNI sets count for the role
+  EXPECT_EQ(&set->for_name("x.wild.example"), set->sni[1].second.get());
+}
+
+TEST(TlsSni, AssignIsAllOrNothing) {
+  static TestCert expired = testcerts::make_cert({.not_before = -7200, .not_after = -3600});
+  TlsRoles roles;
+  auto opt = roles.options(Role::kInboundMta, 12h);
+  RoleSource good;
+  good.ids.push_back(ident(ec_cert(), "good"));
+  good.origin = "store:good";
+  ASSERT_EQ(roles.assign(Role::kInboundMta, good, opt), "");
+  auto before = roles.current(Role::kInboundMta);
+  auto refused = [&](RoleSource src, Role r = Role::kInboundMta) {
+    std::string err = roles.assign(r, src, opt);
+    EXPECT_EQ(roles.current(Role::kInboundMta), before);
+    return err;
+  };
+  RoleSource s1;
+  s1.ids.push_back(ident(rsa_cert(), "rsa"));
+  s1.sni.emplace_back("old.example", std::vector<Identity>{});
+  s1.sni.back().second.push_back(ident(expired, "expired"));
+  EXPECT_NE(refused(s1).find("SNI old.example: certificate expired has expired"), std::string::npos);
+  RoleSource s2;
+  s2.ids.push_back(ident(rsa_cert(), "rsa"));
+  s2.sni.emplace_back("bad name!", std::vector<Identity>{});
+  s2.sni.back().second.push_back(ident(ec_cert()));
+  EXPECT_EQ(refused(s2), "bad SNI name 'bad name!' (a host name or *.host name)");
+  RoleSource s3;
+  s3.ids.push_back(ident(rsa_cert(), "rsa"));
+  for (const char* n : {"a.example", "A.example."}) {
+    s3.sni.emplace_back(n, std::vector<Identity>{});
+    s3.sni.back().second.push_back(ident(ec_cert()));
+  }
+  EXPECT_EQ(refused(s3), "SNI name a.example given twice");
+  RoleSource s4;
+  s4.ids.push_back(ident(ec_cert()));
+  s4.sni.emplace_back("a.example", std::vector<Identity>{});
+  s4.sni.back().second.push_back(ident(ec_cert()));
+  EXPECT_EQ(roles.assign(Role::kAdminConsole, s4, roles.options(Role::kAdminConsole, 12h)),
+            "SNI names are for the inbound role only");
+  EXPECT_EQ(roles.current(Role::kAdminConsole), nullptr);
+  EXPECT_EQ(roles.role(Role::kInboundMta).reload_failures(), 3u);
+  EXPECT_EQ(roles.role(Role::kInboundMta).reloads(), 1u);
+}
+
+// A connection holds the set it started with; the next one, on any thread, gets the new set.
+TEST(TlsSni, AssignReachesTheNextHandshakeAndSparesSessionsInFlight) {
+  TlsRoles roles;
+  auto opt = roles.options(Role::kInboundMta, 12h);
+  RoleSource a, b;
+  a.ids.push_back(ident(ec_cert(), "a"));
+  b.ids.push_back(ident(rsa_cert(), "b"));
+  ASSERT_EQ(roles.assign(Role::kInboundMta, a, opt), "");
+  TlsEngine in_flight(roles.current(Role::kInboundMta), true);
+  ASSERT_EQ(roles.assign(Role::kInboundMta, b, opt), "");
+  EXPECT_EQ(in_flight.context().fingerprint_sha256, fp_pem(ec_cert().cert_pem));
+  std::string seen;
+  std::thread t([&] { seen = handshake(roles.current(Role::kInboundMta), client_ctx()).peer_fp; });
+  t.join();
+  EXPECT_EQ(seen, fp_pem(rsa_cert().cert_pem));
+}
+
+// An assign from the store overrides the config's files until the config names other files.
+TEST(TlsRoles, AnAssignOverridesTheFilesUntilTheConfigNamesOthers) {
+  std::string dir = testcerts::make_temp_dir();
+  Config cfg;
+  cfg.state_dir = dir;
+  cfg.smtp.tls_cert_file = testcerts::write_temp_file(dir, "a.crt", ec_cert().cert_pem);
+  cfg.smtp.tls_key_file = testcerts::write_temp_file(dir, "a.key", ec_cert().key_pem);
+  TlsRoles roles;
+  ASSERT_EQ(roles.reload(Role::kInboundMta, cfg), "");
+  EXPECT_EQ(roles.current(Role::kInboundMta)->origin, "file:" + cfg.smtp.tls_cert_file);
+  RoleSource src;
+  src.ids.push_back(ident(rsa_cert(), "entry"));
+  src.origin = "store:entry";
+  ASSERT_EQ(roles.assign(Role::kInboundMta, src, roles.options(Role::kInboundMta, 12h)), "");
+  ASSERT_EQ(roles.reload(Role::kInboundMta, cfg), "");  // SIGHUP: the same files, the assign stays
+  EXPECT_EQ(roles.current(Role::kInboundMta)->origin, "store:entry");
+  cfg.smtp.tls_cert_file = testcerts::write_temp_file(dir, "b.crt", ec_cert().cert_pem);
+  cfg.smtp.tls_key_file = testcerts::write_temp_file(dir, "b.key", ec_cert().key_pem);
+  ASSERT_EQ(roles.reload(Role::kInboundMta, cfg), "");
+  EXPECT_EQ(roles.current(Role::kInboundMta)->origin, "file:" + cfg.smtp.tls_cert_file);
   std::filesystem::remove_all(dir);
 }
 
