@@ -13,6 +13,7 @@
 #include <string>
 
 #include "admin/admin_server.h"
+#include "admin/license_manager.h"
 #include "admin/pg_client.h"
 #include "admin/pg_embedded.h"
 #include "base/snapshot.h"
@@ -53,6 +54,7 @@ class ControlPlane {
   const std::string& node() const { return node_; }
   std::shared_ptr<const ControlState> state() const { return state_.load(); }
   bool database_up() const { return db_ && db_->up(); }
+  LicenseManager* licenses() { return licenses_.get(); }  // the Licenses snapshot is rt.licenses
 
  private:
   void handle(const HttpRequest& req, Responder respond);
@@ -83,6 +85,7 @@ class ControlPlane {
   std::unique_ptr<EmbeddedPostgres> embedded_;
   std::unique_ptr<PgClient> db_;
   std::unique_ptr<AdminServer> api_;
+  std::unique_ptr<LicenseManager> licenses_;
   Snapshot<ControlState> state_;
   std::deque<std::string> buffered_;  // events (JSON) waiting for the database
   size_t replaying_ = 0;              // buffered events sent to the database, not yet answered
