@@ -443,8 +443,26 @@ void LicenseManager::send_due_mails() {
     auto it = mail_day_.find(v.kind);
     if (it != mail_day_.end() && it->second >= l->today) continue;
     mail_day_[v.kind] = l->today;  // one a day, whatever the clock does; undone if the commit fails
-    if (!queue_mail(v.kind, *m, l->today)) mail_day_.erase(v.kind);
+    claim_and_queue(v.kind, *m, l->today);
   }
+}
+
+// Nodes sharing a database send each day's mail once: the node whose claim row goes in sends
+// it. Without the database (down, or the query fails) this node sends it itself.
+void LicenseManager::claim_and_queue(lic::LicenseKind k, const lic::AdminMail& m, lic::Day day) {
+  PgClient* db = hooks_.db ? hooks_.db() : nullptr;
+  auto send = [this, k, m, day] {
+    if (!queue_mail(k, m, day) && mail_day_[k] == day) mail_day_.erase(k);
+  };
+  if (!db || !db->up()) return send();
+  // The same node may claim again (its first try could not be committed to the spool).
+  db->query("INSERT INTO license_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET updated_at = now() "
+            "WHERE license_meta.value = EXCLUDED.value RETURNING key",
+            {std::string("mail.") + lic::cli_name(k) + "." + lic::format_date(day), hooks_.node},
+            [this, k, day, send](PgResult r) {
+    if (!r.ok || !r.rows.empty()) return send();
+    spdlog::info("license: the {} mail of {} is sent by another node", lic::cli_name(k), lic::format_date(day));
+  });
 }
 
 bool LicenseManager::queue_mail(lic::LicenseKind k, const lic::AdminMail& m, lic::Day day) {

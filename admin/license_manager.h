@@ -90,6 +90,7 @@ class LicenseManager {
   void after_check(Slot& s, bool ok);
   void run_due_checks();
   void send_due_mails();
+  void claim_and_queue(licensing::LicenseKind k, const licensing::AdminMail& m, licensing::Day day);
   bool queue_mail(licensing::LicenseKind k, const licensing::AdminMail& m, licensing::Day day);
   void drain_mails();
   void save(licensing::LicenseKind k);

@@ -356,6 +356,11 @@ def test_states_notices_and_the_daily_mail_end_to_end():
             time.sleep(2)  # two ticks: no mail after grace
             subjects = [m["body"].split(b"Subject: ")[1].split(b"\r\n")[0] for m in peer.messages()]
             assert len(subjects) == 3, subjects
+            # Setting the clock back to today does not bring the license back from expiry.
+            d.move_clock(0)
+            d.wait_log("the clock went back")
+            time.sleep(1.5)
+            assert licenses(d)["antivirus"]["state"] == "expired"
         run(True, body, test_clock=True,
             extra={"license": {"admin_email": "admin@example.test"},
                    "routes": {"example.test": "[127.0.0.1]:%d" % peer.port},
@@ -422,3 +427,44 @@ def test_a_hand_edited_database_row_extends_nothing():
         assert licenses(d)["antivirus"]["expires"] == date_str(exp)
         assert licenses(d)["antivirus"]["state"] == "expiring"
     run(True, body)
+
+
+def test_two_nodes_on_one_database_share_the_license_and_send_one_mail_a_day():
+    from harness import ExternalPostgres
+    pg = ExternalPostgres()
+    v = Vendor().start()
+    peer = Peer(tls=False)
+    nodes = []
+    try:
+        for name in ("node-a", "node-b"):
+            nodes.append(daemon(v, extra={"database": {"url": pg.url}, "server": {"node_name": name},
+                                          "license": {"admin_email": "admin@example.test"},
+                                          "routes": {"example.test": "[127.0.0.1]:%d" % peer.port}},
+                                test_clock=True).start())
+        a, b = nodes
+        for d in nodes:
+            wait_for(lambda: d.api("GET", "/api/v1/health")[1].get("database") == "up", 30, "the database")
+        time.sleep(0.5)  # both LISTENing
+        D = today() + datetime.timedelta(days=30)
+        code = v.issue("antivirus", D)
+        assert a.ctl("license", "activate", "antivirus", code)[0] == 0
+        wait_for(lambda: licenses(b)["antivirus"]["code"] == code, 10, "node B to take node A's activation")
+        for d in nodes:
+            d.move_clock(midnight(D - datetime.timedelta(days=10)) + 60 - int(time.time()))
+        subj = b"Subject: The license for Antivirus and content filter expires in 10 days."
+        wait_for(lambda: [m for m in peer.messages() if subj in m["body"]], 20, "the mail")
+        time.sleep(2)
+        assert len([m for m in peer.messages() if subj in m["body"]]) == 1, "one mail for two nodes"
+        assert "sent by another node" in a.log_text() + b.log_text()
+        for d in nodes:
+            assert d.stop() == 0
+    except BaseException:
+        for d in nodes:
+            print(log_tail(d, 40))
+        raise
+    finally:
+        for d in nodes:
+            d.cleanup()
+        peer.cleanup()
+        v.cleanup()
+        pg.cleanup()
