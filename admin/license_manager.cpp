@@ -626,8 +626,17 @@ void LicenseManager::write_cache() const {
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) spdlog::warn("license: cannot write {}", path);
 }
 
-// The cache is verified like everything else: a hand-edited file extends nothing.
+// The cache is verified like everything else: a hand-edited file extends nothing, and a broken
+// one is ignored (logged), never fatal.
 void LicenseManager::read_cache() {
+  try {
+    read_cache_file();
+  } catch (const json::exception& e) {
+    spdlog::error("license: {}/cache/licenses.json is malformed and ignored: {}", cfg_->state_dir, e.what());
+  }
+}
+
+void LicenseManager::read_cache_file() {
   std::string text = read_text(cfg_->state_dir + "/cache/licenses.json", 1 << 20);
   auto j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return;

@@ -97,6 +97,7 @@ class LicenseManager {
   void save_meta(const std::string& key, const std::string& value);
   void write_cache() const;
   void read_cache();
+  void read_cache_file();
   void notify_nodes();
   void status_request(const std::string& path, nlohmann::json body, http::HttpClient::Callback cb);
 

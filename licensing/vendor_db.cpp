@@ -28,7 +28,16 @@ std::string VendorDb::load(const std::string& path, VendorDb& out) {
       !j["next_serial"].is_number_unsigned())
     return path + ": not a postern license database";
   out.next_serial = j["next_serial"].get<uint64_t>();
-  for (auto& [code, e] : j["codes"].items()) {
+  try {  // value() throws on a field of another type: a broken file, refused below
+    return load_codes(path, j["codes"], out);
+  } catch (const nlohmann::json::exception& e) {
+    out = VendorDb{};
+    return path + ": bad entry: " + e.what();
+  }
+}
+
+std::string VendorDb::load_codes(const std::string& path, const nlohmann::json& codes, VendorDb& out) {
+  for (auto& [code, e] : codes.items()) {
     auto c = parse_code(code);
     if (!c || c->text != code || !e.is_object()) return path + ": bad code entry " + code;
     IssuedCode ic;

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 
 #include "licensing/calendar.h"
@@ -36,6 +37,9 @@ struct VendorDb {
   // A missing file is an empty database. "" or the error.
   static std::string load(const std::string& path, VendorDb& out);
   std::string save(const std::string& path) const;
+
+ private:
+  static std::string load_codes(const std::string& path, const nlohmann::json& codes, VendorDb& out);
 };
 
 // Holds FILE.lock (flock, exclusive) for its lifetime.

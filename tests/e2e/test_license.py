@@ -417,9 +417,12 @@ def test_a_hand_edited_database_row_extends_nothing():
         psql(d, "UPDATE licenses SET expires_on = '2099-01-01', record = replace(record, '%s', '2099-01-01')"
              % date_str(exp))
         d.stop()
-        os.remove(os.path.join(d.dir, "cache", "licenses.json"))  # only the database is left to believe
+        # Only the database is left to believe: the cache is broken too (wrong types: ignored, not fatal).
+        with open(os.path.join(d.dir, "cache", "licenses.json"), "w") as f:
+            f.write('{"records": "x", "hide_optional": "yes", "latest_seen": []}')
         d.start()
         d.wait_log("the database's record for antivirus is refused")
+        assert "licenses.json is malformed and ignored" in d.log_text()
         l = licenses(d)["antivirus"]
         assert l["state"] == "not activated" and l["expires"] is None, l
         # The vendor's record, activated again, is what counts (and is written back over the edit).

@@ -48,6 +48,8 @@ TEST(LicensingVendorDb, BrokenFilesAreRefused) {
             R"(":{"license":"dlp","expires":"2027-01-01"}}})",
         R"({"format":"postern-license-db-1","next_serial":1,"codes":{")" + code +
             R"(":{"license":"antivirus","expires":"2027-13-01"}}})",
+        R"({"format":"postern-license-db-1","next_serial":1,"codes":{")" + code +
+            R"(":{"license":"antivirus","expires":"2027-01-01","serial":"seven"}}})",  // a wrong type: no throw
         std::string(R"({"format":"postern-license-db-1","next_serial":1,"codes":{"IM-00000-00000-00000-00000":{}}})")}) {
     std::ofstream(path, std::ios::trunc) << text;
     VendorDb db;
