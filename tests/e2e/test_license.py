@@ -471,3 +471,21 @@ def test_two_nodes_on_one_database_share_the_license_and_send_one_mail_a_day():
         peer.cleanup()
         v.cleanup()
         pg.cleanup()
+
+
+def test_days_turn_at_midnight_in_server_timezone():
+    def body(v, d):
+        D = today() + datetime.timedelta(days=100)
+        code = v.issue("antivirus", D)
+        assert d.ctl("license", "activate", "antivirus", code)[0] == 0
+        assert json.loads(d.ctl("--json", "license", "list")[1])["timezone"] == "+09:00"
+        jst_midnight = midnight(D) - 9 * 3600  # D 00:00 in Japan is D-1 15:00 UTC
+        d.move_clock(jst_midnight - 60 - int(time.time()))
+        wait_for(lambda: licenses(d)["antivirus"]["days_left"] == 1, 10, "one day left at 23:59 JST")
+        assert licenses(d)["antivirus"]["state"] == "expiring"
+        d.move_clock(jst_midnight + 60 - int(time.time()))
+        wait_for(lambda: licenses(d)["antivirus"]["state"] == "grace", 10, "grace from 00:00 JST")
+        # The check on D ran at once; the next is D+30 00:00 in Japan, (D+29) 15:00 UTC.
+        wait_for(lambda: licenses(d)["antivirus"]["next_check"] == date_str(D + datetime.timedelta(days=29)) +
+                 "T15:00:00Z", 10, "the next check at D+30 00:00 JST")
+    run(True, body, test_clock=True, extra={"server": {"timezone": "+09:00"}})
