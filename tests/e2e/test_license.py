@@ -94,10 +94,11 @@ class Vendor:
 
 
 class TamperProxy:
-    def __init__(self, upstream, mode="tamper"):
+    def __init__(self, upstream, mode="tamper", log=None):
         self.port = free_port()
         self.proc = subprocess.Popen([PYTHON, os.path.join(PEERS, "license_tamper_proxy.py"), "--listen",
-                                      "127.0.0.1:%d" % self.port, "--upstream", upstream, "--mode", mode],
+                                      "127.0.0.1:%d" % self.port, "--upstream", upstream, "--mode", mode]
+                                     + (["--log", log] if log else []),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert b"ready" in self.proc.stdout.readline()
 
@@ -489,3 +490,34 @@ def test_days_turn_at_midnight_in_server_timezone():
         wait_for(lambda: licenses(d)["antivirus"]["next_check"] == date_str(D + datetime.timedelta(days=29)) +
                  "T15:00:00Z", 10, "the next check at D+30 00:00 JST")
     run(True, body, test_clock=True, extra={"server": {"timezone": "+09:00"}})
+
+
+def test_checks_go_through_license_proxy():
+    v = Vendor().start()
+    log = os.path.join(v.dir, "proxy.log")
+    proxy = TamperProxy("http://127.0.0.1:9", mode="pass", log=log)  # upstream unused: a forward proxy
+    try:
+        def body(v2, d):
+            code = v.issue("antivirus", today() + datetime.timedelta(days=300))
+            assert d.ctl("license", "activate", "antivirus", code)[0] == 0
+            rc, out, err = d.ctl("license", "update-status")
+            assert rc == 0 and NO_UPDATE in out, (rc, out, err)
+            lines = open(log).read().splitlines()
+            assert lines == ["POST %s/v1/activate" % v.url, "POST %s/v1/status" % v.url], lines
+            proxy.stop()  # the proxy gone: unreachable, whatever the server says
+            rc, out, err = d.ctl("license", "update-status")
+            assert rc == 1 and UNREACHABLE in err, (rc, out, err)
+            assert licenses(d)["antivirus"]["state"] == "active"
+        d = Daemon({"license": {"server": v.url, "public_key_file": v.pub, "proxy": proxy.url}})
+        try:
+            d.start()
+            body(v, d)
+            assert d.stop() == 0
+        except BaseException:
+            print(log_tail(d, 40))
+            raise
+        finally:
+            d.cleanup()
+    finally:
+        proxy.stop()
+        v.cleanup()
