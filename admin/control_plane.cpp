@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "admin/license_api.h"
 #include "base/log.h"
 
 namespace postern::admin {
@@ -128,6 +129,12 @@ void ControlPlane::start() {
   db_->on_notify = [this](const std::string& c, const std::string& p) { on_notify(c, p); };
   db_->start();
 
+  licenses_ = std::make_unique<LicenseManager>(loop_, rt_, sched_, LicenseManager::Hooks{
+      [this] { return db_.get(); },
+      [this](const std::string& c, const std::string& sev, const std::string& t, bool alert) { raise(c, sev, t, "", alert); },
+      [this](const std::string& c) { resolve_alert(c); }, node_});
+  licenses_->start();
+
   std::string token = ensure_token(cfg->state_dir);
   api_ = std::make_unique<AdminServer>(loop_, rt_.tls.role(tls::Role::kAdminConsole), token,
                                        [this](const HttpRequest& r, Responder resp) { handle(r, std::move(resp)); }, cfg->admin);
@@ -154,6 +161,7 @@ void ControlPlane::stop() {
   if (euq_) euq_->close();
   if (watch_) watch_->close();
   if (expiry_) expiry_->close();
+  if (licenses_) licenses_->stop();
   if (db_) db_->stop();
   if (embedded_) embedded_->stop();
 }
@@ -282,6 +290,7 @@ void ControlPlane::on_db_state(bool up) {
     if (outage_open_) raise("DATABASE_AVAILABLE", "info", "the database is reachable again");
     outage_open_ = false;
     load_state();
+    if (licenses_) licenses_->reload_from_database();
   } else {
     outage_open_ = true;
     raise("DATABASE_UNAVAILABLE", "error",
@@ -305,6 +314,8 @@ void ControlPlane::on_notify(const std::string& channel, const std::string& payl
     spdlog::info("notify: event from node {} code={} id={}", esc(from), esc(j.value("code", "")), j.value("id", 0));
   } else if (kind == "settings") {
     load_state();
+  } else if (kind == "licenses" && licenses_) {
+    licenses_->reload_from_database();
   }
 }
 
@@ -363,6 +374,7 @@ void ControlPlane::handle(const HttpRequest& req, Responder respond) {
     return respond(ok_json({{"status", "ok"}, {"node", node_}, {"database", database_up() ? "up" : "down"},
                             {"state_source", st->source}, {"queue", sched_.size()}}));
   }
+  if (area == "licenses" && licenses_) return license_api(*licenses_, req, p, std::move(respond));
   if (area == "version" && m == "GET") return respond(ok_json({{"version", POSTERN_VERSION}, {"node", node_}}));
   if (area == "roles" && m == "GET") {
     json roles = json::array();
@@ -537,6 +549,7 @@ std::string ControlPlane::metrics() const {
   o << "postern_database_up " << (database_up() ? 1 : 0) << "\n";
   metric("postern_events_total", "counter", "Events raised on this node.");
   o << "postern_events_total " << events_raised_ << "\n";
+  if (licenses_) o << licenses_->metrics();
   return o.str();
 }
 

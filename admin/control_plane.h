@@ -15,6 +15,7 @@
 #include "admin/admin_server.h"
 #include "admin/cert_expiry.h"
 #include "admin/euq_server.h"
+#include "admin/license_manager.h"
 #include "admin/pg_client.h"
 #include "admin/pg_embedded.h"
 #include "base/snapshot.h"
@@ -56,6 +57,7 @@ class ControlPlane {
   const std::string& node() const { return node_; }
   std::shared_ptr<const ControlState> state() const { return state_.load(); }
   bool database_up() const { return db_ && db_->up(); }
+  LicenseManager* licenses() { return licenses_.get(); }  // the Licenses snapshot is rt.licenses
 
  private:
   void handle(const HttpRequest& req, Responder respond);
@@ -89,6 +91,7 @@ class ControlPlane {
   std::unique_ptr<EuqServer> euq_;  // null when [euq] listen is ""
   std::unique_ptr<tls::CertWatch> watch_;  // the config's certificate files
   std::unique_ptr<CertExpiry> expiry_;
+  std::unique_ptr<LicenseManager> licenses_;
   Snapshot<ControlState> state_;
   std::deque<std::string> buffered_;  // events (JSON) waiting for the database
   size_t replaying_ = 0;              // buffered events sent to the database, not yet answered

@@ -76,6 +76,18 @@ CREATE TABLE quarantine (
 );
 CREATE INDEX quarantine_recipient ON quarantine (recipient) WHERE released_at IS NULL AND deleted_at IS NULL;
 )SQL"},
+      // Licensing (issue 11): the signed record is the authority; the other columns are copies
+      // for people reading the table. Touches only licensing's own tables.
+      {3, R"SQL(
+ALTER TABLE licenses ADD COLUMN IF NOT EXISTS record text;
+ALTER TABLE licenses ADD COLUMN IF NOT EXISTS next_check timestamptz;
+ALTER TABLE licenses ADD COLUMN IF NOT EXISTS source text;
+CREATE TABLE IF NOT EXISTS license_meta (
+  key        text PRIMARY KEY,
+  value      text NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+)SQL"},
   };
   return m;
 }

@@ -15,6 +15,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cmd/posternctl_license.h"
 #include "conf/config.h"
 
 using nlohmann::json;
@@ -23,6 +24,7 @@ namespace {
 
 struct Client {
   std::string base, token, cacert;
+  std::string request_body;  // JSON sent with POST ("" = none)
   bool insecure = false;
 
   // Returns the HTTP status (0 on transport failure, with the reason in body).
@@ -35,9 +37,10 @@ struct Client {
       return 0;
     }
     curl_slist* hdr = curl_slist_append(nullptr, ("Authorization: Bearer " + token).c_str());
+    if (!request_body.empty()) hdr = curl_slist_append(hdr, "Content-Type: application/json");
     curl_easy_setopt(c, CURLOPT_URL, url.c_str());
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-    if (method == "POST") curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+    if (method == "POST") curl_easy_setopt(c, CURLOPT_POSTFIELDS, request_body.c_str());
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
     curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
@@ -146,6 +149,7 @@ void print_roles(const json& roles) {
 }
 
 void print_result(const std::string& method, const std::string& path, const json& j) {
+  if (postern::ctl::print_license(path, j)) return;
   if (path == "/api/v1/queue" && j.is_array()) print_queue(j);
   else if (path.rfind("/api/v1/queue/", 0) == 0 && method == "GET" && j.is_object()) print_message(j);
   else if ((path.rfind("/api/v1/events", 0) == 0 || path == "/api/v1/alerts") && j.is_array()) print_events(j);
@@ -232,7 +236,7 @@ int run(int argc, char** argv) {
   app.require_subcommand(0, 1);
   CLI::Validator queue_id(check_queue_id, "QUEUE_ID", "queue ID");
 
-  std::string method, path;
+  std::string method, path, request_body;
   auto* queue = app.add_subcommand("queue", "the mail queue");
   std::string qid;
   size_t qlimit = 100;
@@ -271,6 +275,7 @@ int run(int argc, char** argv) {
   tls->add_subcommand("flush-tickets", "new session-ticket keys, old ones dropped: no TLS session is resumed "
                                        "(after a key was replaced for cause; on every node)")
       ->callback([&] { method = "POST"; path = "/api/v1/tls/flush-tickets"; });
+  postern::ctl::add_license_commands(app, method, path, request_body);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -299,6 +304,7 @@ int run(int argc, char** argv) {
     cl.cacert = cacert;
   }
   cl.insecure = insecure;
+  cl.request_body = request_body;
   std::ifstream tf(token_file);
   if (!(tf >> cl.token)) {
     std::cerr << "posternctl: cannot read the admin token from " << token_file << "\n";

@@ -138,6 +138,27 @@ bool valid_proxy(const std::string& p) {
   });
 }
 
+// "UTC" or "+HH:MM" / "-HH:MM" up to 14:00 (licensing/calendar.h explains why no named zones).
+bool valid_timezone(const std::string& t) {
+  if (t == "UTC") return true;
+  auto d = [&](size_t i) { return t[i] >= '0' && t[i] <= '9'; };
+  if (t.size() != 6 || (t[0] != '+' && t[0] != '-') || t[3] != ':' || !d(1) || !d(2) || !d(4) || !d(5)) return false;
+  int h = (t[1] - '0') * 10 + (t[2] - '0'), m = (t[4] - '0') * 10 + (t[5] - '0');
+  return m < 60 && (h < 14 || (h == 14 && m == 0));
+}
+
+void check_license(const LicenseConfig& l) {
+  if (!l.server.empty() && l.server.rfind("http://", 0) != 0 && l.server.rfind("https://", 0) != 0)
+    fail("license.server", "must be \"\" or an http:// or https:// URL");
+  if (!valid_proxy(l.proxy))
+    fail("license.proxy", "must be \"\" (http_client.proxy), \"direct\" or a proxy URL");
+  const std::string& a = l.admin_email;
+  auto at = a.find('@');
+  if (!a.empty() && (at == 0 || at == std::string::npos || at + 1 >= a.size() ||
+                     a.find_first_of(" <>\r\n\t,;\"") != std::string::npos || a.size() > 254))
+    fail("license.admin_email", "must be \"\" or an address like \"postmaster@example.test\"");
+}
+
 }  // namespace
 
 bool parse_listen(const std::string& text, ListenAddr& out) {
@@ -251,7 +272,11 @@ Config parse_config(std::string_view text, const std::string& path) {
   server.str("log_level", c.log_level);
   server.str("node_name", c.node_name);
   server.duration("drain_timeout", c.drain_timeout);
+  server.str("timezone", c.timezone);
   server.finish();
+  if (!valid_timezone(c.timezone))
+    fail("server.timezone", "must be \"UTC\" or a fixed offset \"+HH:MM\" / \"-HH:MM\" (e.g. \"+09:00\"); named zones "
+                            "are not supported");
   if (c.hostname.empty()) fail("server.hostname", "must not be empty");
   if (c.state_dir.empty()) fail("server.state_dir", "must not be empty");
   static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "critical"};
@@ -424,6 +449,14 @@ Config parse_config(std::string_view text, const std::string& path) {
   if (!valid_proxy(c.http_client.proxy))
     fail("http_client.proxy", "must be \"\" (the environment's), \"direct\" or a URL like \"http://proxy.example:3128\" "
                               "(http, https, socks4, socks4a, socks5, socks5h)");
+
+  Section lic(top.table("license"), "license");
+  lic.str("server", c.license.server);
+  lic.str("public_key_file", c.license.public_key_file);
+  lic.str("proxy", c.license.proxy);
+  lic.str("admin_email", c.license.admin_email);
+  lic.finish();
+  check_license(c.license);
 
   Section admin(top.table("admin"), "admin");
   admin.str("listen", c.admin_listen);

@@ -145,6 +145,13 @@ struct HttpClientConfig {
   std::string ca_file;  // CA bundle for HTTPS; "" = the system store
 };
 
+struct LicenseConfig {
+  std::string server;           // license server URL ("" = offline: license files and profiles only)
+  std::string public_key_file;  // the pinned Ed25519 key records must verify against
+  std::string proxy;            // "" = http_client.proxy; "direct"; or a proxy URL
+  std::string admin_email;      // daily expiry mails go here ("" = none)
+};
+
 struct Config {
   std::string path;  // where it was loaded from
   // [server]
@@ -155,6 +162,7 @@ struct Config {
   std::string log_level = "info";
   std::string node_name;  // "" = <system hostname>:<first SMTP port>; names this node to the others
   std::chrono::milliseconds drain_timeout{std::chrono::seconds(30)};
+  std::string timezone = "UTC";  // licensing's days and 00:00: "UTC" or a fixed offset "+09:00"
   SmtpConfig smtp;
   RelayConfig relay;
   std::map<std::string, NextHop> routes;  // "*" = default relay host
@@ -162,6 +170,7 @@ struct Config {
   QueueConfig queue;
   TlsConfig tls;
   HttpClientConfig http_client;
+  LicenseConfig license;
   std::string admin_listen = "127.0.0.1:8445";
   HttpLimits admin;
   std::string admin_tls_cert_file, admin_tls_key_file;  // empty: <state_dir>/certs/default_console.*

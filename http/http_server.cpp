@@ -162,6 +162,7 @@ class HttpConnection : public tls::StreamHandler {
     stream_ = tls::TlsStream::create(loop_, this, sl);
     if (stream_->open(fd) != 0) return;
     auto ctx = sh_->opt.context ? sh_->opt.context() : nullptr;
+    if (sh_->opt.plain) return arm(lim.idle_timeout);
     if (!ctx || !stream_->start_tls(ctx, true)) return stream_->abort();
     arm(lim.idle_timeout);  // the handshake and the first request's first byte
   }

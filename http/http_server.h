@@ -76,6 +76,7 @@ struct ServerOptions {
   std::string name = "https";  // for logs
   HttpLimits limits;
   std::function<std::shared_ptr<const tls::ContextSet>()> context;  // the role's current set
+  bool plain = false;  // plain HTTP, no TLS (the license server on a trusted path; never the admin API)
   Authenticator auth;
   Handler handler;
 };

@@ -13,6 +13,7 @@
 #include "base/clock.h"
 #include "base/snapshot.h"
 #include "conf/config.h"
+#include "licensing/licenses.h"
 #include "mta/queue/spool.h"
 #include "policy/verify_cache.h"
 #include "tls/session_cache.h"
@@ -59,6 +60,7 @@ struct Runtime {
   // Every TLS role's current context set (inbound and outbound MTA, admin and EUQ consoles)
   // and the session-ticket keys: readers take tls.current(role) and keep it for their SSL.
   tls::TlsRoles tls;
+  Snapshot<licensing::Licenses> licenses;  // published by the control plane (admin/license_manager.h)
   tls::SessionCache tls_sessions;  // outbound sessions to resume, shared by the workers
   policy::VerifyCache verify_cache;  // recipient verification's answers, shared by the workers
   queue::Spool* spool = nullptr;
