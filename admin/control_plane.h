@@ -21,6 +21,8 @@
 
 namespace postern::admin {
 
+class CertStore;
+
 // Admin-managed state the data path reads (grows with certificates, licenses and patterns).
 struct ControlState {
   std::map<std::string, std::string> settings;  // key -> JSON text
@@ -53,6 +55,7 @@ class ControlPlane {
   const std::string& node() const { return node_; }
   std::shared_ptr<const ControlState> state() const { return state_.load(); }
   bool database_up() const { return db_ && db_->up(); }
+  CertStore* certs() { return certs_.get(); }  // the certificate store (admin/cert_api.h); null before start()
 
  private:
   void handle(const HttpRequest& req, Responder respond);
@@ -83,6 +86,7 @@ class ControlPlane {
   std::unique_ptr<EmbeddedPostgres> embedded_;
   std::unique_ptr<PgClient> db_;
   std::unique_ptr<AdminServer> api_;
+  std::unique_ptr<CertStore> certs_;
   Snapshot<ControlState> state_;
   std::deque<std::string> buffered_;  // events (JSON) waiting for the database
   size_t replaying_ = 0;              // buffered events sent to the database, not yet answered
