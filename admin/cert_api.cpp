@@ -198,6 +198,13 @@ CertBinding binding_from(const json& j) {
   return b;
 }
 
+// The file the config names for a role, as recorded with a binding: "" for the state
+// directory's default files (the same on every node whatever its state directory), else the path.
+std::string configured_file(tls::Role r, const Config& cfg) {
+  std::string f = tls::role_files(r, cfg).cert;
+  return f.rfind(cfg.state_dir + "/certs/default_", 0) == 0 ? "" : f;
+}
+
 bool write_file_atomic(const std::string& path, const std::string& text, mode_t mode) {
   std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
@@ -311,7 +318,7 @@ std::string CertStore::build_role(tls::Role r, const std::vector<CertBinding>& b
 }
 
 bool CertStore::serves(tls::Role r, const Config& cfg) const {
-  std::string file = tls::role_files(r, cfg).cert;
+  std::string file = configured_file(r, cfg);
   return std::any_of(bindings_.begin(), bindings_.end(), [&](const CertBinding& b) {
     return b.role == tls::role_name(r) && b.sni.empty() && b.file_path == file;
   });
@@ -388,8 +395,13 @@ void CertStore::read_cache() {
 // posternctl pins the admin console's public key(s) from this file: rewritten on every change.
 void CertStore::write_trust_file() const {
   std::string text;
-  for (auto& b : bindings_)
-    if (b.role == "admin_console" && b.sni.empty()) text += b.cert_pem;
+  auto cfg = rt_.config.load();
+  if (serves(tls::Role::kAdminConsole, *cfg)) {
+    for (auto& b : bindings_)
+      if (b.role == "admin_console" && b.sni.empty()) text += b.cert_pem;
+  } else if (!tls::read_pem_file(tls::role_files(tls::Role::kAdminConsole, *cfg).cert, text).empty()) {
+    return;
+  }
   if (text.empty()) return;
   std::ifstream in(trust_file_);
   std::stringstream cur;
@@ -474,12 +486,13 @@ void CertStore::seed_defaults(std::function<void()> done) {
                 bool mta = name == "default_mta";
                 for (tls::Role role : tls::kRoles) {
                   bool mine = mta == (role == tls::Role::kInboundMta || role == tls::Role::kOutboundMta);
-                  std::string rn = tls::role_name(role), file = tls::role_files(role, *cfg).cert;
-                  if (!mine || std::find(bound.begin(), bound.end(), rn) != bound.end() || file != dir + name + ".crt")
+                  std::string rn = tls::role_name(role);
+                  if (!mine || std::find(bound.begin(), bound.end(), rn) != bound.end() ||
+                      tls::role_files(role, *cfg).cert != dir + name + ".crt")
                     continue;
                   roles.push_back(rn);
                   want.push_back({{"role", rn}, {"key_type", pr.m.meta.key_type}, {"sni", ""}, {"entry", name},
-                                  {"generation", 1}, {"file_path", file}});
+                                  {"generation", 1}, {"file_path", ""}});
                 }
               }
               if (!docs.empty()) {
@@ -828,7 +841,7 @@ void CertStore::assign(const std::string& name, const json& body, Responder resp
       std::erase_if(next, [&](const CertBinding& b) {
         return b.role == rn && b.sni.empty() && (!add || b.key_type == str(e, "key_type"));
       });
-      CertBinding nb{rn, str(e, "key_type"), "", name, tls::role_files(r, *cfg).cert, gen + 1,
+      CertBinding nb{rn, str(e, "key_type"), "", name, configured_file(r, *cfg), gen + 1,
                      m.cert_pem, m.chain_pem, str(e, "key_sealed"), str(e, "fingerprint")};
       next.push_back(nb);
       role_names.push_back(rn);
