@@ -331,32 +331,32 @@ std::string CertStore::publish_role(tls::Role r, const Config& cfg) {
   if (err.empty()) err = p.publish(std::move(br));
   else p.publish(tls::BuildResult{nullptr, err});  // counted as a refused reload
   if (!err.empty()) {
-    spdlog::error("certificate store: role={} refused, keeping generation {}: {}", tls::role_name(r), p.generation(), err);
+    spdlog::error("reload role={} refused, keeping generation {}: {} (certificate store)", tls::role_name(r),
+                  p.generation(), err);
     return err;
   }
   auto cur = p.current();
-  spdlog::info("certificate store: role={} generation={} entry={} fingerprint={} not_after={}", tls::role_name(r),
+  spdlog::info("reload role={} generation={} entry={} fingerprint={} not_after={} (certificate store)", tls::role_name(r),
                cur->generation, esc(cur->cert_file), cur->fingerprint_sha256, cur->not_after);
   return "";
 }
 
-// Publishes every role whose bound certificates differ from what this node serves.
+// Publishes every role whose bound certificates differ from what this node serves (the same
+// certificates already served, e.g. the default files at first start, are left alone: no new
+// generation, resumption unaffected).
 void CertStore::apply_bindings(std::vector<CertBinding> next, const std::string& why) {
   auto cfg = rt_.config.load();
-  auto key_of = [](const std::vector<CertBinding>& v, tls::Role r) {
-    std::set<std::string> s;
-    for (auto& b : v)
-      if (b.role == tls::role_name(r) && b.sni.empty()) s.insert(b.entry + "/" + b.fingerprint);
-    return s;
-  };
-  std::vector<CertBinding> old = std::move(bindings_);
   bindings_ = std::move(next);
+  sync_default_files(*cfg);
   for (tls::Role r : tls::kRoles) {
     if (!serves(r, *cfg)) continue;
-    if (key_of(old, r) == key_of(bindings_, r) && rt_.tls.current(r) &&
-        rt_.tls.current(r)->cert_file.find('/') == std::string::npos)
-      continue;  // already served from the store
     if (r == tls::Role::kInboundMta && !cfg->smtp.starttls) continue;
+    std::set<std::string> bound, served;
+    for (auto& b : bindings_)
+      if (b.role == tls::role_name(r) && b.sni.empty()) bound.insert(b.fingerprint);
+    if (auto cur = rt_.tls.current(r))
+      for (auto& c : cur->certs) served.insert(c.fingerprint_sha256);
+    if (bound == served) continue;
     std::string err = publish_role(r, *cfg);
     if (!err.empty())
       raise_("CERT_PUBLISH_FAILED", "error",
@@ -364,6 +364,25 @@ void CertStore::apply_bindings(std::vector<CertBinding> next, const std::string&
   }
   write_cache();
   write_trust_file();
+}
+
+// The default entries are shared by every node on the database; each node's default files
+// follow them (written before they are served), so a start from the files, and a client that
+// trusts <state_dir>/certs/default_console.crt, see what the store serves.
+void CertStore::sync_default_files(const Config& cfg) const {
+  std::set<std::string> done;
+  for (auto& b : bindings_) {
+    if ((b.entry != "default_mta" && b.entry != "default_console") || !done.insert(b.entry).second) continue;
+    std::string crt = cfg.state_dir + "/certs/" + b.entry + ".crt", key = cfg.state_dir + "/certs/" + b.entry + ".key";
+    std::string have;
+    if (tls::read_pem_file(crt, have).empty() && have == b.cert_pem + b.chain_pem) continue;
+    certs::Secret k;
+    if (!certs::unseal(key_, b.key_sealed, k.s)) continue;  // publish_role says why
+    if (write_file_atomic(key, k.s, 0600) && write_file_atomic(crt, b.cert_pem + b.chain_pem, 0644))
+      spdlog::info("certificate store: {} follows the store's {} ({})", crt, b.entry, b.fingerprint);
+    else
+      spdlog::warn("certificate store: cannot rewrite {} for the store's {}", crt, b.entry);
+  }
 }
 
 void CertStore::write_cache() const {

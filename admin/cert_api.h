@@ -65,6 +65,7 @@ class CertStore {
   std::string build_role(tls::Role r, const std::vector<CertBinding>& bs, const Config& cfg,
                          tls::BuildResult& out) const;
   void write_cache() const;
+  void sync_default_files(const Config& cfg) const;
   void read_cache();
   void write_trust_file() const;
   void seed_defaults(std::function<void()> done);

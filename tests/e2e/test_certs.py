@@ -373,6 +373,7 @@ def test_two_nodes_assign_on_a_served_by_b_within_a_second_and_cache_without_dat
         wait_store(a)
         # Nodes sharing a database share the node key (README): B gets A's before its first start.
         shutil.copy2(os.path.join(a.dir, "node.key"), os.path.join(b.dir, "node.key"))
+        assert oct(os.stat(os.path.join(b.dir, "node.key")).st_mode & 0o777) == "0o600"
         b.start()
         wait_store(b)
         wait_for(lambda: starttls_fp(b.port) == starttls_fp(a.port), 10, "B serving the shared default_mta")
