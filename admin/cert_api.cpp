@@ -458,8 +458,8 @@ void CertStore::refresh_status() {
 
 void CertStore::on_db_up() {
   if (seeded_) return load_bindings([](bool) {});
-  seed_defaults([this] {
-    seeded_ = true;
+  seed_defaults([this](bool ok) {
+    seeded_ = ok;  // else tried again at the next connection
     load_bindings([](bool) {});
   });
 }
@@ -474,13 +474,13 @@ void CertStore::on_notify() {
 // default_mta (inbound + outbound MTA) and default_console (admin + EUQ consoles) from the files
 // posternd made before the control plane started; each role is bound only when it has no
 // binding yet and the config still names the default file.
-void CertStore::seed_defaults(std::function<void()> done) {
+void CertStore::seed_defaults(std::function<void(bool)> done) {
   db_.query("SELECT (SELECT coalesce(json_agg(name), '[]') FROM certificates WHERE name IN ('default_mta', "
             "'default_console'))::text, (SELECT coalesce(json_agg(DISTINCT role), '[]') FROM role_bindings)::text",
             {}, [this, done](PgResult r) {
-              if (!r.ok || r.rows.empty()) return done();
+              if (!r.ok || r.rows.empty()) return done(false);
               auto have = json::parse(r.rows[0][0], nullptr, false), bound = json::parse(r.rows[0][1], nullptr, false);
-              if (have.is_discarded() || bound.is_discarded()) return done();
+              if (have.is_discarded() || bound.is_discarded()) return done(false);
               auto cfg = rt_.config.load();
               std::string dir = cfg->state_dir + "/certs/";
               if (!fs::exists(dir + "default_mta.crt"))
@@ -520,11 +520,11 @@ void CertStore::seed_defaults(std::function<void()> done) {
                 });
                 spdlog::info("certificate store: {} default entries stored", docs.size());
               }
-              if (want.empty()) return done();
+              if (want.empty()) return done(true);
               db_.query(kReplaceBindings, {roles.dump(), want.dump(), node_}, [this, done](PgResult br) {
                 if (!br.ok) spdlog::error("certificate store: cannot bind the defaults: {}", br.error);
                 refresh_status();
-                done();
+                done(br.ok);
               });
             });
 }

@@ -68,7 +68,7 @@ class CertStore {
   void sync_default_files(const Config& cfg) const;
   void read_cache();
   void write_trust_file() const;
-  void seed_defaults(std::function<void()> done);
+  void seed_defaults(std::function<void(bool)> done);
   void fetch(const std::string& name, std::function<void(bool ok, std::string err, json entry)> cb);
   void with_names(std::function<void(bool ok, std::vector<std::string>)> cb);
   void insert_entry(json doc, const std::string& event, const std::string& msg, Responder respond, bool upsert = false);
