@@ -417,7 +417,9 @@ CertCommands* add_cert_commands(CLI::App& app) {
   exp->add_option("--out", c->out, "output file (required for PKCS#12)");
   auto* as = verb("assign", "serve the entry for roles: inbound, outbound, admin, euq (live, nothing restarts)");
   as->add_option("name", c->name)->required();
-  as->add_option("--role", c->roles, "roles, comma separated (inbound,outbound,admin,euq or the API names)")->required();
+  as->add_option("--role", c->roles, "roles, comma separated (inbound,outbound,admin,euq or the API names)")
+      ->required()
+      ->allow_extra_args(false);
   as->add_flag("--add", c->add, "keep the role's certificate of the other key type beside it (RSA + ECDSA)");
   as->add_option("--sni", c->sni, "bind for this server name only (inbound)");
   auto* del = verb("delete", "delete an entry (refused while it is in use)");
