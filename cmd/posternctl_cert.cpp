@@ -387,7 +387,8 @@ int present(const CertCommands& c, const json& j) {
 }  // namespace
 
 CertCommands* add_cert_commands(CLI::App& app) {
-  auto* c = new CertCommands;
+  static CertCommands commands;  // one per process, as long as the process
+  auto* c = &commands;
   auto* cert = app.add_subcommand("cert", "the certificate store (entries, roles, backup)");
   auto verb = [c, cert](const char* name, const char* help) {
     auto* sc = cert->add_subcommand(name, help);
