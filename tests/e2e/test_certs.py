@@ -389,6 +389,10 @@ def test_two_nodes_assign_on_a_served_by_b_within_a_second_and_cache_without_dat
         pg.stop()
         b.start()
         assert starttls_fp(b.port) == want
+        # Without the database the store is read-only: an assign is refused, nothing changes.
+        rc, out, err = ctl(b, "cert", "assign", "default_mta", "--role", "inbound")
+        assert rc == 1 and "database unavailable" in err, (rc, out, err)
+        assert starttls_fp(b.port) == want
         assert b.stop() == 0
         pg.start()
         assert a.stop() == 0
