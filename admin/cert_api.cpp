@@ -341,13 +341,64 @@ std::string CertStore::publish_role(tls::Role r, const Config& cfg) {
   return "";
 }
 
+// SIGHUP / reload: a role bound to a default entry whose file an admin replaced serves the file
+// (refused if it is bad: the role keeps what it had), and the entry takes it, on every node;
+// otherwise the role is rebuilt from its binding.
+std::string CertStore::reload_role(tls::Role r, const Config& cfg) {
+  for (auto& b : bindings_) {
+    if (b.role != tls::role_name(r) || !b.sni.empty() || (b.entry != "default_mta" && b.entry != "default_console"))
+      continue;
+    std::string crt = cfg.state_dir + "/certs/" + b.entry + ".crt", have;
+    if (!tls::read_pem_file(crt, have).empty() || have == b.cert_pem + b.chain_pem) break;
+    if (auto err = rt_.tls.reload(r, cfg); !err.empty()) return err;
+    adopt_default_file(b.entry, cfg);
+    return "";
+  }
+  return publish_role(r, cfg);
+}
+
+// The default entry `name` takes its (replaced, already served) files: here at once, in the
+// database and on the other nodes once it is stored.
+void CertStore::adopt_default_file(const std::string& name, const Config& cfg) {
+  certs::ImportInput in;
+  std::string dir = cfg.state_dir + "/certs/";
+  if (!tls::read_pem_file(dir + name + ".crt", in.cert_pem).empty() ||
+      !tls::read_pem_file(dir + name + ".key", in.key_pem.s).empty())
+    return;
+  auto pr = certs::parse_import(in);
+  if (!pr.ok()) return;
+  std::string sealed = certs::seal(key_, pr.m.key_pem.s);
+  for (auto& b : bindings_)
+    if (b.entry == name) {
+      b.cert_pem = pr.m.cert_pem;
+      b.chain_pem = pr.m.chain_pem;
+      b.key_sealed = sealed;
+      b.fingerprint = pr.m.meta.fingerprint;
+      b.key_type = pr.m.meta.key_type;
+    }
+  write_cache();
+  write_trust_file();
+  json doc = entry_doc(name, pr.m.meta.self_signed ? "self-signed" : "imported", pr.m, sealed, json::object());
+  std::string fp = pr.m.meta.fingerprint;
+  db_.query(insert_sql(true), {json::array({doc}).dump()}, [this, name, fp](PgResult r) {
+    if (!r.ok) {
+      spdlog::warn("certificate store: {} took its replaced file here; the database could not store it: {}", name, r.error);
+      return;
+    }
+    db_.query("SELECT pg_notify('postern', json_build_object('node', $1::text, 'kind', 'certs')::text)", {node_},
+              [](PgResult) {});
+    raise_("CERT_DEFAULT_FILE_ADOPTED", "info", "default entry " + name + " takes its replaced file (" + fp + ")", false);
+  });
+}
+
 // Publishes every role whose bound certificates differ from what this node serves (the same
 // certificates already served, e.g. the default files at first start, are left alone: no new
 // generation, resumption unaffected).
 void CertStore::apply_bindings(std::vector<CertBinding> next, const std::string& why) {
   auto cfg = rt_.config.load();
+  std::vector<CertBinding> old = std::move(bindings_);
   bindings_ = std::move(next);
-  sync_default_files(*cfg);
+  sync_default_files(*cfg, old);
   for (tls::Role r : tls::kRoles) {
     if (!serves(r, *cfg)) continue;
     if (r == tls::Role::kInboundMta && !cfg->smtp.starttls) continue;
@@ -369,10 +420,14 @@ void CertStore::apply_bindings(std::vector<CertBinding> next, const std::string&
 // The default entries are shared by every node on the database; each node's default files
 // follow them (written before they are served), so a start from the files, and a client that
 // trusts <state_dir>/certs/default_console.crt, see what the store serves.
-void CertStore::sync_default_files(const Config& cfg) const {
+// Only an entry that changed in the store is written: a file an admin replaced (and has not
+// reloaded yet) is left alone.
+void CertStore::sync_default_files(const Config& cfg, const std::vector<CertBinding>& old) const {
   std::set<std::string> done;
   for (auto& b : bindings_) {
     if ((b.entry != "default_mta" && b.entry != "default_console") || !done.insert(b.entry).second) continue;
+    if (std::any_of(old.begin(), old.end(), [&](const CertBinding& o) { return o.entry == b.entry && o.cert_pem == b.cert_pem; }))
+      continue;
     std::string crt = cfg.state_dir + "/certs/" + b.entry + ".crt", key = cfg.state_dir + "/certs/" + b.entry + ".key";
     std::string have;
     if (tls::read_pem_file(crt, have).empty() && have == b.cert_pem + b.chain_pem) continue;

@@ -52,8 +52,11 @@ class CertStore {
   void handle(const HttpRequest& req, const std::vector<std::string>& p, Responder respond);
   // The store binds role r (and the config still names the file recorded at assign time).
   bool serves(tls::Role r, const Config& cfg) const;
-  // Rebuilds role r from its bindings (SIGHUP / reload): "" or why it was refused.
+  // Rebuilds role r from its bindings: "" or why it was refused.
   std::string publish_role(tls::Role r, const Config& cfg);
+  // SIGHUP / reload of a role the store serves: as publish_role, except that a default entry
+  // whose file an admin replaced serves that file and takes it (on every node).
+  std::string reload_role(tls::Role r, const Config& cfg);
   const std::string& trust_file() const { return trust_file_; }
 
  private:
@@ -65,7 +68,8 @@ class CertStore {
   std::string build_role(tls::Role r, const std::vector<CertBinding>& bs, const Config& cfg,
                          tls::BuildResult& out) const;
   void write_cache() const;
-  void sync_default_files(const Config& cfg) const;
+  void sync_default_files(const Config& cfg, const std::vector<CertBinding>& old) const;
+  void adopt_default_file(const std::string& name, const Config& cfg);
   void read_cache();
   void write_trust_file() const;
   void seed_defaults(std::function<void(bool)> done);

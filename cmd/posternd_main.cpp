@@ -99,7 +99,7 @@ std::string reload(Daemon& d, const std::string& why) {
   }
   for (tls::Role r : tls::kRoles)  // a role the store binds is rebuilt from its binding, else from its files
     if (auto err = d.control && d.control->certs() && d.control->certs()->serves(r, *next)
-                       ? d.control->certs()->publish_role(r, *next)
+                       ? d.control->certs()->reload_role(r, *next)
                        : d.rt.tls.reload(r, *next);
         !err.empty())
       failures += std::string(failures.empty() ? "" : "; ") + tls::role_name(r) + " certificate refused: " + err;

@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -198,6 +199,14 @@ def test_import_every_key_format_and_every_refusal():
         assert psql(d, "SELECT count(*) FROM certificates WHERE key_pem LIKE 'pk1:%'") != "0"
         node_key = os.path.join(d.dir, "node.key")
         assert oct(os.stat(node_key).st_mode & 0o777) == "0o600"
+        # A default file an admin replaces is served on SIGHUP (one reload path) and the entry takes it.
+        shutil.copy(c("ec2-bundle.pem"), os.path.join(d.dir, "certs", "default_mta.crt"))
+        shutil.copy(c("ec2.key"), os.path.join(d.dir, "certs", "default_mta.key"))
+        d.signal(signal.SIGHUP)
+        want = fp_of(c("ec2.crt"))
+        wait_for(lambda: starttls_fp(d.port) == hexfp(want), 10, "the replaced default file served")
+        wait_for(lambda: entries(d)["default_mta"]["fingerprint"] == want, 10, "the entry taking the file")
+        assert roles(d)["outbound_mta"]["fingerprint"] == want
     with_daemon(body)
 
 
