@@ -207,6 +207,11 @@ def test_import_every_key_format_and_every_refusal():
         wait_for(lambda: starttls_fp(d.port) == hexfp(want), 10, "the replaced default file served")
         wait_for(lambda: entries(d)["default_mta"]["fingerprint"] == want, 10, "the entry taking the file")
         assert roles(d)["outbound_mta"]["fingerprint"] == want
+        with open(os.path.join(d.dir, "certs", "default_mta.crt"), "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+        d.signal(signal.SIGHUP)
+        d.wait_log("reload role=inbound_mta refused, keeping generation")
+        assert starttls_fp(d.port) == hexfp(want) and entries(d)["default_mta"]["fingerprint"] == want
     with_daemon(body)
 
 
