@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "admin/license_api.h"
+#include "admin/cert_api.h"
 #include "base/log.h"
 
 namespace postern::admin {
@@ -58,7 +59,8 @@ json role_json(const tls::ContextProvider& p) {
     certs.push_back({{"file", c.source}, {"key_type", c.key_type}, {"subject", c.subject},
                      {"fingerprint", c.fingerprint_sha256}, {"not_before", c.not_before}, {"not_after", c.not_after},
                      {"chain_length", c.chain_length}});
-  j.update({{"certificate", fs::path(cur->cert_file).stem().string()}, {"file", cur->cert_file},
+  std::string cert = cur->cert_file.find('/') == std::string::npos ? cur->cert_file : fs::path(cur->cert_file).stem().string();
+  j.update({{"certificate", cert}, {"file", cur->cert_file},
             {"subject", cur->subject}, {"fingerprint", cur->fingerprint_sha256}, {"not_after", cur->not_after},
             {"generation", cur->generation}, {"certificates", certs}, {"origin", cur->origin}});
   json sni = json::array();
@@ -127,6 +129,11 @@ void ControlPlane::start() {
   db_ = std::make_unique<PgClient>(loop_, conninfo, std::vector<std::string>{kChannel});
   db_->on_state = [this](bool up) { on_db_state(up); };
   db_->on_notify = [this](const std::string& c, const std::string& p) { on_notify(c, p); };
+  certs_ = std::make_unique<CertStore>(loop_, rt_, *db_, node_, state_dir_,
+                                       [this](const std::string& c, const std::string& s, const std::string& t, bool a) {
+                                         raise(c, s, t, "", a);
+                                       });
+  certs_->start();
   db_->start();
 
   licenses_ = std::make_unique<LicenseManager>(loop_, rt_, sched_, LicenseManager::Hooks{
@@ -290,6 +297,7 @@ void ControlPlane::on_db_state(bool up) {
     if (outage_open_) raise("DATABASE_AVAILABLE", "info", "the database is reachable again");
     outage_open_ = false;
     load_state();
+    certs_->on_db_up();
     if (licenses_) licenses_->reload_from_database();
   } else {
     outage_open_ = true;
@@ -314,6 +322,8 @@ void ControlPlane::on_notify(const std::string& channel, const std::string& payl
     spdlog::info("notify: event from node {} code={} id={}", esc(from), esc(j.value("code", "")), j.value("id", 0));
   } else if (kind == "settings") {
     load_state();
+  } else if (kind == "certs") {
+    certs_->on_notify();
   } else if (kind == "licenses" && licenses_) {
     licenses_->reload_from_database();
   }
@@ -376,6 +386,7 @@ void ControlPlane::handle(const HttpRequest& req, Responder respond) {
   }
   if (area == "licenses" && licenses_) return license_api(*licenses_, req, p, std::move(respond));
   if (area == "version" && m == "GET") return respond(ok_json({{"version", POSTERN_VERSION}, {"node", node_}}));
+  if (area == "certificates") return certs_->handle(req, p, std::move(respond));
   if (area == "roles" && m == "GET") {
     json roles = json::array();
     for (tls::Role r : tls::kRoles) roles.push_back(role_json(rt_.tls.role(r)));

@@ -25,6 +25,8 @@
 
 namespace postern::admin {
 
+class CertStore;
+
 // Admin-managed state the data path reads (grows with certificates, licenses and patterns).
 struct ControlState {
   std::map<std::string, std::string> settings;  // key -> JSON text
@@ -58,6 +60,7 @@ class ControlPlane {
   std::shared_ptr<const ControlState> state() const { return state_.load(); }
   bool database_up() const { return db_ && db_->up(); }
   LicenseManager* licenses() { return licenses_.get(); }  // the Licenses snapshot is rt.licenses
+  CertStore* certs() { return certs_.get(); }  // the certificate store (admin/cert_api.h); null before start()
 
  private:
   void handle(const HttpRequest& req, Responder respond);
@@ -92,6 +95,7 @@ class ControlPlane {
   std::unique_ptr<tls::CertWatch> watch_;  // the config's certificate files
   std::unique_ptr<CertExpiry> expiry_;
   std::unique_ptr<LicenseManager> licenses_;
+  std::unique_ptr<CertStore> certs_;
   Snapshot<ControlState> state_;
   std::deque<std::string> buffered_;  // events (JSON) waiting for the database
   size_t replaying_ = 0;              // buffered events sent to the database, not yet answered

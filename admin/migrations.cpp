@@ -76,6 +76,40 @@ CREATE TABLE quarantine (
 );
 CREATE INDEX quarantine_recipient ON quarantine (recipient) WHERE released_at IS NULL AND deleted_at IS NULL;
 )SQL"},
+      // Step 2 (certstore, issue 10): the certificate store. Entries gain their metadata and the
+      // kind 'file'; key_pem holds the key sealed under the node key ("pk1:..."). role_bindings
+      // changes from one row per role to one per (role, key type, SNI name), with the file the
+      // config named when it was assigned. Touches only the step-1 certificate tables.
+      {2, R"SQL(
+ALTER TABLE certificates DROP CONSTRAINT IF EXISTS certificates_kind_check;
+ALTER TABLE certificates ADD CONSTRAINT certificates_kind_check
+  CHECK (kind IN ('csr', 'self-signed', 'imported', 'file'));
+ALTER TABLE certificates
+  ADD COLUMN subject     text,
+  ADD COLUMN issuer      text,
+  ADD COLUMN serial      text,
+  ADD COLUMN sans        jsonb NOT NULL DEFAULT '[]',
+  ADD COLUMN key_type    text,
+  ADD COLUMN key_bits    integer,
+  ADD COLUMN spki_sha256 text,
+  ADD COLUMN chain_ok    boolean,
+  ADD COLUMN chain_error text,
+  ADD COLUMN key_matches boolean,
+  ADD COLUMN fields      jsonb NOT NULL DEFAULT '{}',
+  ADD COLUMN file_path   text,
+  ADD COLUMN updated_at  timestamptz NOT NULL DEFAULT now();
+COMMENT ON COLUMN certificates.key_pem IS 'the private key, AES-256-GCM sealed under the node key (pk1:...)';
+CREATE INDEX certificates_requested_spki ON certificates (spki_sha256) WHERE cert_pem IS NULL;
+ALTER TABLE role_bindings DROP CONSTRAINT IF EXISTS role_bindings_pkey;
+ALTER TABLE role_bindings DROP CONSTRAINT IF EXISTS role_bindings_cert_name_fkey;
+ALTER TABLE role_bindings
+  ADD COLUMN key_type  text NOT NULL DEFAULT '',
+  ADD COLUMN sni       text NOT NULL DEFAULT '',
+  ADD COLUMN file_path text NOT NULL DEFAULT '';
+ALTER TABLE role_bindings ADD PRIMARY KEY (role, key_type, sni);
+ALTER TABLE role_bindings ADD CONSTRAINT role_bindings_cert_name_fkey
+  FOREIGN KEY (cert_name) REFERENCES certificates(name) ON UPDATE CASCADE;
+)SQL"},
       // Licensing (issue 11): the signed record is the authority; the other columns are copies
       // for people reading the table. Touches only licensing's own tables.
       {3, R"SQL(

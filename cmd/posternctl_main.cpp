@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cmd/posternctl_license.h"
+#include "cmd/posternctl_cert.h"
 #include "conf/config.h"
 
 using nlohmann::json;
@@ -23,45 +24,15 @@ using nlohmann::json;
 namespace {
 
 struct Client {
-  std::string base, token, cacert;
+  std::string base, token, cacert, state_dir;
   std::string request_body;  // JSON sent with POST ("" = none)
   bool insecure = false;
 
-  // Returns the HTTP status (0 on transport failure, with the reason in body).
+  // Returns the HTTP status (0 on transport failure, with the reason in body). How the server
+  // is verified: posternctl_cert.h.
   long call(const std::string& method, const std::string& path, std::string& body) {
-    CURL* c = curl_easy_init();
-    std::string url = base + path;
-    body.clear();
-    if (!c) {
-      body = "cannot initialise libcurl";
-      return 0;
-    }
-    curl_slist* hdr = curl_slist_append(nullptr, ("Authorization: Bearer " + token).c_str());
-    if (!request_body.empty()) hdr = curl_slist_append(hdr, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-    if (method == "POST") curl_easy_setopt(c, CURLOPT_POSTFIELDS, request_body.c_str());
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    if (insecure) {
-      curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-      curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-    } else if (!cacert.empty()) {
-      curl_easy_setopt(c, CURLOPT_CAINFO, cacert.c_str());
-    }
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, +[](char* p, size_t s, size_t n, void* u) {
-      static_cast<std::string*>(u)->append(p, s * n);
-      return s * n;
-    });
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
-    CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    if (rc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    else body = std::string("cannot reach ") + url + ": " + curl_easy_strerror(rc);
-    curl_slist_free_all(hdr);
-    curl_easy_cleanup(c);
-    return status;
+  std::string base, token, cacert, state_dir;
+  std::string request_body;  // JSON sent with POST ("" = none)
   }
 };
 
@@ -230,7 +201,8 @@ int run(int argc, char** argv) {
   app.add_flag("--json", as_json, "print the API's JSON");
   app.add_option("--url", url, "admin API base URL (default: https://<admin.listen>)");
   app.add_option("--token-file", token_file, "bearer token file (default: <state_dir>/admin.token)");
-  app.add_option("--cacert", cacert, "CA/certificate to verify the server (default: <state_dir>/certs/default_console.crt)");
+  app.add_option("--cacert", cacert, "CA/certificate to verify the server (default: pin the keys in <state_dir>/admin-trust.pem, "
+                 "else the system store)");
   app.add_flag("-k,--insecure", insecure, "do not verify the server certificate");
   app.set_version_flag("--version", std::string("posternctl ") + POSTERN_VERSION);
   app.require_subcommand(0, 1);
@@ -276,6 +248,7 @@ int run(int argc, char** argv) {
                                        "(after a key was replaced for cause; on every node)")
       ->callback([&] { method = "POST"; path = "/api/v1/tls/flush-tickets"; });
   postern::ctl::add_license_commands(app, method, path, request_body);
+  auto* cert_cmds = postern::ctl::add_cert_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -284,7 +257,7 @@ int run(int argc, char** argv) {
     if (auto hint = missing_command(app); !hint.empty()) std::cerr << "posternctl: " << hint << "\n";
     return 2;
   }
-  if (method.empty()) {
+  if (method.empty() && !postern::ctl::chosen(cert_cmds)) {
     std::cerr << "posternctl: " << missing_command(app) << "\n";
     return 2;
   }
@@ -294,7 +267,8 @@ int run(int argc, char** argv) {
     postern::Config cfg = postern::load_config(config);
     cl.base = url.empty() ? "https://" + cfg.admin_listen : url;
     if (token_file.empty()) token_file = cfg.state_dir + "/admin.token";
-    cl.cacert = cacert.empty() ? cfg.state_dir + "/certs/default_console.crt" : cacert;
+    cl.cacert = cacert;
+    cl.state_dir = cfg.state_dir;
   } catch (const postern::ConfigError& e) {
     if (url.empty() || token_file.empty()) {
       std::cerr << "posternctl: " << e.what() << "\n";
@@ -311,6 +285,11 @@ int run(int argc, char** argv) {
     return 2;
   }
   curl_global_init(CURL_GLOBAL_DEFAULT);
+  if (postern::ctl::chosen(cert_cmds)) {
+    int rc = postern::ctl::run(cert_cmds, {cl.base, cl.token, cl.cacert, cl.state_dir, cl.insecure}, as_json);
+    curl_global_cleanup();
+    return rc;
+  }
   if (path == "/api/v1/queue") {
     int rc = queue_list(cl, qlimit, qafter, qall, as_json);
     curl_global_cleanup();

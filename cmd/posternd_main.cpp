@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "admin/cert_api.h"
 #include "admin/control_plane.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -109,8 +110,11 @@ std::string reload(Daemon& d, const std::string& why) {
     apply_fd_budget(d, *next);
     spdlog::info("reload: config applied from {}", next->path);
   }
-  for (tls::Role r : tls::kRoles)
-    if (auto err = d.rt.tls.reload(r, *next); !err.empty())
+  for (tls::Role r : tls::kRoles)  // a role the store binds is rebuilt from its binding, else from its files
+    if (auto err = d.control && d.control->certs() && d.control->certs()->serves(r, *next)
+                       ? d.control->certs()->reload_role(r, *next)
+                       : d.rt.tls.reload(r, *next);
+        !err.empty())
       failures += std::string(failures.empty() ? "" : "; ") + tls::role_name(r) + " certificate refused: " + err;
   return failures;
 }

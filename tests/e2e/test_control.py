@@ -1,6 +1,7 @@
 """End-to-end tests of the control plane: real PostgreSQL (private and external), the admin
 HTTPS API, posternctl, events, /metrics and two nodes on one database."""
 import os
+import shutil
 import signal
 import re
 import hashlib
@@ -160,14 +161,23 @@ def test_database_down_mail_flows_and_api_says_503():
         pg.cleanup()
 
 
+def clone_certificates(a, b):
+    """Nodes on one database share the node key (the stored keys are sealed under it) and serve the
+    store's default certificates: B starts with A's, so its console does not change under the test."""
+    wait_for(lambda: os.path.exists(os.path.join(a.dir, "admin-trust.pem")), 10, "node A's certificate store")
+    shutil.copy2(os.path.join(a.dir, "node.key"), os.path.join(b.dir, "node.key"))
+    shutil.copytree(os.path.join(a.dir, "certs"), os.path.join(b.dir, "certs"))
+
+
 def test_two_nodes_share_one_database():
     pg = ExternalPostgres()
     a = Daemon({"database": {"url": pg.url}, "server": {"node_name": "node-a"}})
     b = Daemon({"database": {"url": pg.url}, "server": {"node_name": "node-b"}})
     try:
         a.start()
-        b.start()
         wait_db(a)
+        clone_certificates(a, b)
+        b.start()
         wait_db(b)
         time.sleep(0.5)  # both LISTENing
         rc, out, err = a.ctl("reload")
