@@ -31,8 +31,7 @@ struct Client {
   // Returns the HTTP status (0 on transport failure, with the reason in body). How the server
   // is verified: posternctl_cert.h.
   long call(const std::string& method, const std::string& path, std::string& body) {
-  std::string base, token, cacert, state_dir;
-  std::string request_body;  // JSON sent with POST ("" = none)
+    return postern::ctl::call({base, token, cacert, state_dir, insecure}, method, path, request_body, body);
   }
 };
 
