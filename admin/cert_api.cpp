@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "base/log.h"
+#include "base/text.h"
 #include "certs/cert_make.h"
 #include "certs/cert_material.h"
 #include "tls/tls_roles.h"
@@ -300,9 +301,15 @@ void CertStore::start() {
 std::string CertStore::build_role(tls::Role r, const std::vector<CertBinding>& bs, const Config& cfg,
                                   tls::BuildResult& out) const {
   std::vector<tls::Identity> ids;
+  std::vector<std::pair<std::string, std::vector<tls::Identity>>> sni;  // per-name sets (inbound only)
   for (auto& b : bs) {
-    if (b.role != tls::role_name(r) || !b.sni.empty()) continue;
-    tls::Identity& id = ids.emplace_back();
+    if (b.role != tls::role_name(r)) continue;
+    std::vector<tls::Identity>* into = &ids;
+    if (!b.sni.empty()) {
+      auto it = std::find_if(sni.begin(), sni.end(), [&](const auto& e) { return e.first == b.sni; });
+      into = &(it != sni.end() ? it->second : sni.emplace_back(b.sni, std::vector<tls::Identity>{}).second);
+    }
+    tls::Identity& id = into->emplace_back();
     id.cert_pem = b.cert_pem + b.chain_pem;
     id.source = b.entry;
     if (!certs::unseal(key_, b.key_sealed, id.key_pem))
@@ -313,7 +320,7 @@ std::string CertStore::build_role(tls::Role r, const std::vector<CertBinding>& b
   auto f = tls::role_files(r, cfg);
   auto opt = rt_.tls.options(r, cfg.tls.ticket_key_rotation, f.ca);
   opt.now = now();
-  out = tls::build_context(ids, opt);
+  out = sni.empty() ? tls::build_context(ids, opt) : tls::build_context_sni(ids, sni, opt);
   return out.set ? "" : out.error;
 }
 
@@ -404,9 +411,13 @@ void CertStore::apply_bindings(std::vector<CertBinding> next, const std::string&
     if (r == tls::Role::kInboundMta && !cfg->smtp.starttls) continue;
     std::set<std::string> bound, served;
     for (auto& b : bindings_)
-      if (b.role == tls::role_name(r) && b.sni.empty()) bound.insert(b.fingerprint);
-    if (auto cur = rt_.tls.current(r))
-      for (auto& c : cur->certs) served.insert(c.fingerprint_sha256);
+      if (b.role == tls::role_name(r)) bound.insert(b.sni + "|" + b.fingerprint);
+    if (auto cur = rt_.tls.current(r)) {
+      for (auto& c : cur->certs) served.insert("|" + c.fingerprint_sha256);
+      for (auto& [n, set] : cur->sni)
+        if (set)
+          for (auto& c : set->certs) served.insert(n + "|" + c.fingerprint_sha256);
+    }
     if (bound == served) continue;
     std::string err = publish_role(r, *cfg);
     if (!err.empty())
@@ -886,9 +897,18 @@ void CertStore::assign(const std::string& name, const json& body, Responder resp
   }
   for (auto r : roles) rs += (rs.empty() ? "" : ", ") + std::string(tls::role_name(r));
   bool add = body.value("add", false) == true;
-  std::string sni = str(body, "sni");
-  if (!sni.empty())
-    return respond(fail(501, "per-name (SNI) certificates are not served by this build yet; assign without sni"));
+  // A per-name binding (SNI) serves clients that ask for that host name; the inbound role only.
+  std::string sni = ascii_lower(str(body, "sni"));
+  if (!sni.empty() && sni.back() == '.') sni.pop_back();
+  if (!sni.empty()) {
+    bool name_ok = sni.size() <= 253 && sni.find("..") == std::string::npos && sni.front() != '.' &&
+                   std::all_of(sni.begin(), sni.end(), [](char c) {
+                     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '*';
+                   });
+    if (!name_ok) return respond(fail(400, "bad SNI name " + esc(sni, 80) + " (a host name such as mx.example.test)"));
+    if (roles.size() != 1 || roles[0] != tls::Role::kInboundMta)
+      return respond(fail(400, "SNI names are for the inbound role only (--role inbound)"));
+  }
   fetch(name, [=, this](bool okq, std::string err, json e) {
     if (!okq) return respond(fail(503, "database: " + err));
     if (e.is_null()) return respond(fail(404, "no such certificate: " + name));
@@ -913,9 +933,9 @@ void CertStore::assign(const std::string& name, const json& body, Responder resp
       for (auto& b : next)
         if (b.role == rn) gen = std::max(gen, b.generation);
       std::erase_if(next, [&](const CertBinding& b) {
-        return b.role == rn && b.sni.empty() && (!add || b.key_type == str(e, "key_type"));
+        return b.role == rn && b.sni == sni && (!add || b.key_type == str(e, "key_type"));
       });
-      CertBinding nb{rn, str(e, "key_type"), "", name, configured_file(r, *cfg), gen + 1,
+      CertBinding nb{rn, str(e, "key_type"), sni, name, configured_file(r, *cfg), gen + 1,
                      m.cert_pem, m.chain_pem, str(e, "key_sealed"), str(e, "fingerprint")};
       next.push_back(nb);
       role_names.push_back(rn);

@@ -420,3 +420,43 @@ def test_two_nodes_assign_on_a_served_by_b_within_a_second_and_cache_without_dat
                 d.stop()
             d.cleanup()
         pg.cleanup()
+
+
+# ---- per-name (SNI) bindings ------------------------------------------------------------------
+
+def sni_fp(port, name):
+    """The leaf's fingerprint (AB:CD:...) that `openssl s_client -starttls smtp` gets for `name`."""
+    args = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-starttls", "smtp"]
+    if name:
+        args += ["-servername", name]
+    r = subprocess.run(args, input="QUIT\n", capture_output=True, text=True, timeout=20)
+    pem = r.stdout[r.stdout.index("-----BEGIN CERTIFICATE-----"):r.stdout.index("-----END CERTIFICATE-----") + 25]
+    out = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256"], input=pem,
+                         capture_output=True, text=True, check=True).stdout
+    return out.strip().split("=", 1)[1]
+
+
+def test_sni_binding_serves_its_name_and_the_default_serves_the_rest():
+    def body(d):
+        wait_store(d)
+        ok(ctl(d, "cert", "import", "--name", "mail-ec", "--cert", c("ec-bundle.pem"), "--key", c("ec.key")))
+        ok(ctl(d, "cert", "import", "--name", "other-ec", "--cert", c("ec2-bundle.pem"), "--key", c("ec2.key")))
+        ok(ctl(d, "cert", "assign", "mail-ec", "--role", "inbound"))
+        ok(ctl(d, "cert", "assign", "other-ec", "--role", "inbound", "--sni", "Other.E2E.test."))
+        default, other = fp_of(c("ec.crt")), fp_of(c("ec2.crt"))
+        assert sni_fp(d.port, "other.e2e.test") == other
+        assert sni_fp(d.port, "OTHER.e2e.test") == other  # names compare without case
+        assert sni_fp(d.port, "mx.e2e.test") == default
+        assert sni_fp(d.port, "") == default             # no name: the default
+        # Only the inbound role takes names; a refusal changes nothing.
+        rc, _, err = ctl(d, "cert", "assign", "other-ec", "--role", "admin", "--sni", "x.e2e.test")
+        assert rc != 0 and "inbound role only" in err, err
+        rc, _, err = ctl(d, "cert", "assign", "other-ec", "--role", "inbound", "--sni", "bad name")
+        assert rc != 0 and "bad SNI name" in err, err
+        # Rebinding the default keeps the name's binding.
+        ok(ctl(d, "cert", "assign", "default_mta", "--role", "inbound"))
+        assert sni_fp(d.port, "other.e2e.test") == other
+        assert sni_fp(d.port, "mx.e2e.test") != default
+        rc, _, err = ctl(d, "cert", "delete", "other-ec")
+        assert rc != 0 and "in use" in err, err
+    with_daemon(body)
