@@ -264,3 +264,37 @@ def test_expiry_alert_by_the_test_clock_and_cleared_by_workaround_a():
         raise
     finally:
         d.cleanup()
+
+
+def test_store_bound_console_expires_and_the_one_command_workaround_clears_it():
+    # Seed 000: a certificate bound to both consoles through the store expires while in use; the
+    # alert names the entry; workaround A is one command (both consoles to default_mta).
+    d = Daemon(test_clock=True)
+    console = make_cert(os.path.join(d.dir, "console"), "console.e2e.test", days=40)
+    try:
+        d.start()
+        wait_db(d)
+        def run(*args):
+            rc, out, err = d.ctl(*args)
+            assert rc == 0, (args, out, err)
+            return out
+        wait_for(lambda: d.ctl("cert", "show", "default_mta")[0] == 0, 30, "the store's defaults")
+        run("cert", "import", "--name", "console40", "--cert", console[0], "--key", console[1])
+        run("cert", "assign", "console40", "--role", "admin,euq")
+        assert served_fingerprint(d.admin_port) == served_fingerprint(d.euq_port) == cert_fingerprint(console[0])
+        assert _alerts(d) == []
+        d.move_clock(41 * DAY)
+        alerts = wait_for(lambda: _alerts(d), 10, "the CERT_INVALID_IN_USE alert")
+        assert alerts[0]["text"].startswith("Invalid SMTP and HTTPS certificates detected in use: console40 "
+                                            "(admin_console, euq_console)"), alerts
+        run("cert", "assign", "default_mta", "--role", "admin,euq")  # workaround A
+        wait_for(lambda: not _alerts(d), 10, "the alert to clear")
+        mta = os.path.join(d.dir, "certs", "default_mta.crt")
+        assert served_fingerprint(d.admin_port) == served_fingerprint(d.euq_port) == cert_fingerprint(mta)
+        assert json.loads(run("--json", "status"))["status"] == "ok"  # posternctl follows the console's certificate
+        assert d.stop() == 0
+    except BaseException:
+        print("---- posternd log tail (%s) ----\n%s" % (d.dir, log_tail(d)))
+        raise
+    finally:
+        d.cleanup()
