@@ -482,8 +482,13 @@ void CertStore::write_trust_file() const {
   std::string text;
   auto cfg = rt_.config.load();
   if (serves(tls::Role::kAdminConsole, *cfg)) {
+    // What the console serves, not what the store says: a binding this node could not publish
+    // (a key sealed under another node's key, say) must not make posternctl distrust the console.
+    std::set<std::string> served;
+    if (auto cur = rt_.tls.current(tls::Role::kAdminConsole))
+      for (auto& c : cur->certs) served.insert(c.fingerprint_sha256);
     for (auto& b : bindings_)
-      if (b.role == "admin_console" && b.sni.empty()) text += b.cert_pem;
+      if (b.role == "admin_console" && b.sni.empty() && served.count(b.fingerprint)) text += b.cert_pem;
   } else if (!tls::read_pem_file(tls::role_files(tls::Role::kAdminConsole, *cfg).cert, text).empty()) {
     return;
   }
