@@ -349,25 +349,16 @@ void SmtpClientSession::start_message() {
     }
     any_transaction_ = true;
     std::string mail = "MAIL FROM:<" + m.env->mail_from + ">";
-    if (m.probe) {  // nothing but the question: no size, body type or DSN parameters
-      send(mail);
-      pending_replies_ = m.rcpts.size() + 1;
-      rcpt_pos_ = 0;
-      data_pipelined_ = false;
-      if (peer_has("PIPELINING")) {
-        for (size_t idx : m.rcpts) send(rcpt_line(m, idx));
-        rcpt_pos_ = m.rcpts.size();
+    if (!m.probe) {  // a probe asks only: no size, body type or DSN parameters
+      if (peer_has("SIZE")) mail += " SIZE=" + std::to_string(m.size);
+      // Declared 8BITMIME, or 8-bit content sent without the declaration: say so when the server
+      // can take it. A message that is 7-bit after all (or was converted) goes without BODY=.
+      if (peer_has("8BITMIME") && !m.downgraded && (is_8bit_body(*m.env) || m.env->eight_bit)) mail += " BODY=8BITMIME";
+      if (m.env->smtputf8 && peer_has("SMTPUTF8")) mail += " SMTPUTF8";
+      if (peer_has("DSN")) {
+        if (!m.env->ret.empty()) mail += " RET=" + m.env->ret;
+        if (!m.env->envid.empty()) mail += " ENVID=" + m.env->envid;
       }
-      return set_state(State::kMail);
-    }
-    if (peer_has("SIZE")) mail += " SIZE=" + std::to_string(m.size);
-    // Declared 8BITMIME, or 8-bit content sent without the declaration: say so when the server
-    // can take it. A message that is 7-bit after all (or was converted) goes without BODY=.
-    if (peer_has("8BITMIME") && !m.downgraded && (is_8bit_body(*m.env) || m.env->eight_bit)) mail += " BODY=8BITMIME";
-    if (m.env->smtputf8 && peer_has("SMTPUTF8")) mail += " SMTPUTF8";
-    if (peer_has("DSN")) {
-      if (!m.env->ret.empty()) mail += " RET=" + m.env->ret;
-      if (!m.env->envid.empty()) mail += " ENVID=" + m.env->envid;
     }
     send(mail);
     pending_replies_ = m.rcpts.size() + 1;
