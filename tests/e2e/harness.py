@@ -32,7 +32,8 @@ def wait_for(cond, timeout=10.0, what="condition"):
         if v:
             return v
         time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
+    # what may be a function: diagnostics (a peer's log, say) read when the wait has failed.
+    raise AssertionError("timed out waiting for " + (what() if callable(what) else what))
 
 
 def make_cert(path_prefix, cn, days=30, not_yet=False):

@@ -43,7 +43,7 @@ class Postfix:
 
     def stop(self):
         subprocess.run([os.path.join(ROOT, "scripts", "postfix-instance"), self.dir, str(self.port), "stop"],
-                       capture_output=True, timeout=60)
+                       capture_output=True, timeout=90)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -77,6 +77,13 @@ def downstream():
     return pf.start()
 
 
+def postfix_processes():
+    r = subprocess.run(["ps", "-o", "pid,sid,stat,wchan:20,etime,args", "-C",
+                        "master,smtpd,smtp,qmgr,postlogd,tlsmgr,cleanup,virtual,pickup"],
+                       capture_output=True, text=True, timeout=10)
+    return "\n---- Postfix processes ----\n" + r.stdout
+
+
 def maildir(pf, addr):
     user, domain = addr.split("@")
     files = sorted(glob.glob(os.path.join(pf.dir, "mail", domain, user, "new", "*")))
@@ -106,7 +113,8 @@ def test_postfix_to_postern_to_postfix_with_starttls_on_both_legs():
                             "--data", body[:-2])  # swaks ends the data with CRLF . CRLF itself
             assert rc == 0, out
             wait_for(lambda: maildir(down, "alice@example.test"), 30,
-                     "delivery into the downstream Postfix's maildir\n" + up.maillog() + down.maillog())
+                     lambda: "delivery into the downstream Postfix's maildir\n" + log_tail(d)
+                     + up.maillog() + down.maillog() + postfix_processes())
             msg = maildir(down, "alice@example.test")[0].replace(b"\n", b"\r\n")
             head, _, got = msg.partition(b"\r\n\r\n")
             assert got == "caf\u00e9 cr\u00e8me\r\n.a line starting with a dot\r\nend\r\n".encode(), got
@@ -138,8 +146,10 @@ def test_rejection_by_postfix_bounces_only_that_recipient_with_a_dsn():
             assert rc == 0, out
             qid = QID.search(out).group(1)
             for who in ("alice@example.test", "carol@example.test"):
-                wait_for(lambda: maildir(down, who), 30, "delivery to " + who + "\n" + down.maillog())
-            wait_for(lambda: maildir(down, "sender@remote.example"), 30, "the DSN\n" + log_tail(d))
+                wait_for(lambda: maildir(down, who), 30,
+                         lambda: "delivery to " + who + "\n" + log_tail(d) + down.maillog() + postfix_processes())
+            wait_for(lambda: maildir(down, "sender@remote.example"), 30,
+                     lambda: "the DSN\n" + log_tail(d) + down.maillog() + postfix_processes())
             dsn = maildir(down, "sender@remote.example")[0].decode(errors="replace")
             assert "Return-Path: <>" in dsn
             assert "report-type=delivery-status" in dsn
