@@ -149,10 +149,18 @@ std::string insert_sql(bool upsert) {
   return s;
 }
 
+// An entry's status: a CSR is `requested`; a store entry is `in use` while a role binds it; a
+// file-backed entry (kind 'file') while a role of the node that recorded it serves its file
+// (fields.roles, rewritten by that node on every reload).
+#define STATUS_SQL                                                                                         \
+  "CASE WHEN c.cert_pem IS NULL THEN 'requested' "                                                         \
+  "WHEN c.kind = 'file' THEN CASE WHEN jsonb_array_length(coalesce(c.fields->'roles', '[]'::jsonb)) > 0 " \
+  "THEN 'in use' ELSE 'unused' END "                                                                       \
+  "WHEN EXISTS (SELECT 1 FROM role_bindings b WHERE b.cert_name = c.name) THEN 'in use' ELSE 'unused' END"
+
 const char* kSelectEntries =
     "SELECT json_build_object('name', c.name, 'kind', c.kind, "
-    "'status', CASE WHEN c.cert_pem IS NULL THEN 'requested' "
-    "WHEN EXISTS (SELECT 1 FROM role_bindings b WHERE b.cert_name = c.name) THEN 'in use' ELSE 'unused' END, "
+    "'status', " STATUS_SQL ", "
     "'subject', c.subject, 'issuer', c.issuer, 'serial', c.serial, 'fingerprint', c.fingerprint, "
     "'spki', c.spki_sha256, 'key_type', c.key_type, 'key_bits', c.key_bits, "
     "'not_before', extract(epoch FROM c.not_before)::bigint, 'not_after', extract(epoch FROM c.not_after)::bigint, "
@@ -520,24 +528,91 @@ void CertStore::load_bindings(std::function<void(bool)> done) {
 }
 
 void CertStore::refresh_status() {
-  db_.query("UPDATE certificates c SET status = CASE WHEN c.cert_pem IS NULL THEN 'requested' "
-            "WHEN EXISTS (SELECT 1 FROM role_bindings b WHERE b.cert_name = c.name) THEN 'in use' ELSE 'unused' END "
-            "WHERE status IS DISTINCT FROM CASE WHEN c.cert_pem IS NULL THEN 'requested' "
-            "WHEN EXISTS (SELECT 1 FROM role_bindings b WHERE b.cert_name = c.name) THEN 'in use' ELSE 'unused' END",
-            {}, [](PgResult) {});
+  db_.query("UPDATE certificates c SET status = " STATUS_SQL " WHERE status IS DISTINCT FROM " STATUS_SQL, {},
+            [](PgResult) {});
+}
+
+void CertStore::sync_file_entries() {
+  if (!db_.up()) return;  // on_db_up() calls again
+  auto cfg = rt_.config.load();
+  auto files = std::make_shared<std::vector<FileEntry>>();
+  for (tls::Role r : tls::kRoles) {
+    std::string f = configured_file(r, *cfg);
+    if (f.empty() || serves(r, *cfg) || (r == tls::Role::kInboundMta && !cfg->smtp.starttls)) continue;
+    auto it = std::find_if(files->begin(), files->end(), [&](const FileEntry& e) { return e.path == f; });
+    if (it == files->end()) it = files->insert(files->end(), FileEntry{f, tls::role_files(r, *cfg).key, {}, {}});
+    it->roles.push_back(tls::role_name(r));
+  }
+  off_loop(
+      [files] {
+        for (auto& e : *files) {
+          certs::ImportInput in;
+          if (!tls::read_pem_file(e.path, in.cert_pem).empty()) continue;
+          tls::read_pem_file(e.key_path, in.key_pem.s);  // for key_matches only: never stored
+          e.pr = certs::parse_import(in);
+        }
+      },
+      [this, files] {
+        db_.query("SELECT coalesce(json_agg(json_build_object('name', name, 'kind', kind, 'file_path', file_path, "
+                  "'node', fields->>'node')), '[]')::text FROM certificates",
+                  {}, [this, files](PgResult r) {
+                    if (!r.ok || r.rows.empty()) return;
+                    auto have = json::parse(r.rows[0][0], nullptr, false);
+                    if (have.is_discarded()) return;
+                    write_file_entries(*files, have);
+                  });
+      });
+}
+
+void CertStore::write_file_entries(const std::vector<FileEntry>& files, const json& have) {
+  std::vector<std::string> taken;
+  for (auto& h : have) taken.push_back(str(h, "name"));
+  json docs = json::array(), gone = json::array();
+  auto mine = [&](const json& h) { return str(h, "kind") == "file" && str(h, "node") == node_; };
+  for (auto& f : files) {
+    if (f.pr.m.meta.fingerprint.empty()) {
+      spdlog::warn("certificate store: {} does not parse; its file-backed entry is left as it was", esc(f.path));
+      continue;
+    }
+    std::string name;
+    for (auto& h : have)
+      if (mine(h) && str(h, "file_path") == f.path) name = str(h, "name");
+    if (name.empty()) {
+      std::string want = name_from_file(f.path);
+      taken.push_back(name = free_name(want.empty() ? "file" : want, taken));
+    }
+    json doc = entry_doc(name, "file", f.pr.m, "", json{{"node", node_}, {"roles", f.roles}});
+    doc["file_path"] = f.path;
+    docs.push_back(doc);
+  }
+  for (auto& h : have)  // this node's file entries no role serves any more: kept, `unused`
+    if (mine(h) && std::none_of(files.begin(), files.end(), [&](const FileEntry& f) { return f.path == str(h, "file_path"); }))
+      gone.push_back(str(h, "name"));
+  // The conflict target is only ever this node's own file entry (names are chosen free): an entry
+  // of another kind that took the name meanwhile is left alone.
+  db_.query(insert_sql(true) + " WHERE certificates.kind = 'file'", {docs.dump()}, [this, gone](PgResult r) {
+    if (!r.ok) spdlog::warn("certificate store: file-backed entries not recorded: {}", r.error);
+    db_.query("UPDATE certificates SET fields = jsonb_set(fields, '{roles}', '[]'::jsonb), updated_at = now() "
+              "WHERE kind = 'file' AND name IN (SELECT jsonb_array_elements_text($1::jsonb)) "
+              "AND fields->'roles' <> '[]'::jsonb",
+              {gone.dump()}, [this](PgResult r2) {
+                if (!r2.ok) spdlog::warn("certificate store: file-backed entries not updated: {}", r2.error);
+                refresh_status();
+              });
+  });
 }
 
 void CertStore::on_db_up() {
-  if (seeded_) return load_bindings([](bool) {});
+  if (seeded_) return load_bindings([this](bool) { sync_file_entries(); });
   seed_defaults([this](bool ok) {
     seeded_ = ok;  // else tried again at the next connection
-    load_bindings([](bool) {});
+    load_bindings([this](bool) { sync_file_entries(); });
   });
 }
 
 void CertStore::on_notify() {
   spdlog::info("certificate store: bindings changed on another node, re-reading them");
-  load_bindings([](bool) {});
+  load_bindings([this](bool) { sync_file_entries(); });
 }
 
 // --- defaults at first start ---------------------------------------------------------------
@@ -634,6 +709,10 @@ json public_view(const json& e, std::time_t now, bool pem) {
   json roles = json::array();
   if (e.contains("bindings") && e["bindings"].is_array())
     for (auto& b : e["bindings"]) roles.push_back(str(b, "sni").empty() ? str(b, "role") : str(b, "role") + ":" + str(b, "sni"));
+  if (str(e, "kind") == "file" && e.contains("fields") && e["fields"].is_object() && e["fields"].contains("roles") &&
+      e["fields"]["roles"].is_array())
+    for (auto& r : e["fields"]["roles"])
+      if (r.is_string()) roles.push_back(r);
   v["roles"] = roles;
   if (has_cert) {
     certs::CertMeta m;
@@ -923,6 +1002,9 @@ void CertStore::assign(const std::string& name, const json& body, Responder resp
       respond(fail(409, "certificate " + name + " refused for " + rs + ": " + why, code));
     };
     if (str(e, "cert_pem").empty()) return refuse("it is a CSR waiting for its certificate (status requested)", "requested");
+    if (str(e, "kind") == "file")
+      return refuse("it is file-backed (" + esc(str(e, "file_path")) + "): a role serves it when the configuration "
+                    "names that file; import the file to bind it from the store", "file_backed");
     bool key_ok = false;
     certs::Material m = material_of(e, key_, key_ok);
     if (!key_ok) return refuse("cannot open its private key (sealed under another node key: nodes sharing a database "
@@ -985,6 +1067,10 @@ void CertStore::remove(const std::string& name, Responder respond) {
       for (auto& b : e["bindings"]) roles += (roles.empty() ? "" : ", ") + str(b, "role");
       return respond(fail(409, "certificate " + name + " is in use by " + roles + ": assign another one first", "in_use"));
     }
+    if (str(e, "status") == "in use")  // a file-backed entry whose file a role serves
+      return respond(fail(409, "certificate " + name + " is in use: the configuration names its file " +
+                                   esc(str(e, "file_path")) + " for " + public_view(e, now(), false)["roles"].dump(),
+                          "in_use"));
     db_.query("DELETE FROM certificates c WHERE c.name = $1 AND NOT EXISTS (SELECT 1 FROM role_bindings b WHERE "
               "b.cert_name = c.name)", {name}, [=, this](PgResult r) {
       if (!r.ok) return respond(db_fail(r));

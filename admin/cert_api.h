@@ -24,6 +24,7 @@
 #include "admin/admin_server.h"
 #include "admin/pg_client.h"
 #include "certs/cert_crypt.h"
+#include "certs/cert_material.h"
 #include "mta/runtime.h"
 
 namespace postern::admin {
@@ -58,9 +59,21 @@ class CertStore {
   // whose file an admin replaced serves that file and takes it (on every node).
   std::string reload_role(tls::Role r, const Config& cfg);
   const std::string& trust_file() const { return trust_file_; }
+  // File-backed entries: every certificate file the configuration names for a role the store
+  // does not bind is recorded as an entry of kind `file` (metadata read from the file, no key
+  // copied; `in use` by the roles of this node that serve it), so `cert list` shows what every
+  // role serves. The file stays what is served. Called after each reload and when the database
+  // comes up; a file that does not parse keeps its previous entry.
+  void sync_file_entries();
 
  private:
   using json = nlohmann::json;
+  struct FileEntry {  // a certificate file the configuration names, and the roles it serves
+    std::string path, key_path;
+    std::vector<std::string> roles;
+    certs::ParseResult pr;
+  };
+  void write_file_entries(const std::vector<FileEntry>& files, const json& have);
   void off_loop(std::function<void()> work, std::function<void()> done);
   std::time_t now() const;
   void load_bindings(std::function<void(bool)> done);

@@ -116,6 +116,7 @@ std::string reload(Daemon& d, const std::string& why) {
                        : d.rt.tls.reload(r, *next);
         !err.empty())
       failures += std::string(failures.empty() ? "" : "; ") + tls::role_name(r) + " certificate refused: " + err;
+  if (d.control && d.control->certs()) d.control->certs()->sync_file_entries();  // `cert list` shows the files served
   return failures;
 }
 

@@ -460,3 +460,52 @@ def test_sni_binding_serves_its_name_and_the_default_serves_the_rest():
         rc, _, err = ctl(d, "cert", "delete", "other-ec")
         assert rc != 0 and "in use" in err, err
     with_daemon(body)
+
+
+def test_a_file_named_in_the_config_is_a_file_backed_entry_in_the_store():
+    """The seeds' store lists every certificate in use: one the config names by path (certbot's
+    live/ files, say) is an entry of kind `file`, `in use` by its roles, still served from its
+    file (no key copied); it cannot be assigned or deleted while named; once the config stops
+    naming it, it stays listed as `unused` and can be deleted."""
+    files = tempfile.mkdtemp(prefix="postern-file-entry-")
+    for n in ("ec-bundle.pem", "ec.key"):
+        shutil.copy(c(n), os.path.join(files, n))
+    os.chmod(os.path.join(files, "ec.key"), 0o600)
+    cert, key = os.path.join(files, "ec-bundle.pem"), os.path.join(files, "ec.key")
+
+    def body(d):
+        wait_store(d)
+
+        def entry():
+            e = [x for x in entries(d).values() if x["kind"] == "file"]
+            return e[0] if len(e) == 1 and e[0]["status"] == "in use" else None
+        e = wait_for(entry, 15, lambda: "a file-backed entry in use\n" + json.dumps(entries(d), indent=1))
+        assert e["name"] == "ec-bundle" and e["file_path"] == cert, e
+        # The outbound role's client certificate is the inbound one unless [outbound] names its own.
+        assert sorted(e["roles"]) == ["euq_console", "inbound_mta", "outbound_mta"], e
+        assert e["fingerprint"] == fp_of(c("ec.crt")) and e["has_key"] is False, e  # no key copied
+        assert e["valid"] is True and e["key_matches"] is True, e
+        assert psql(d, "SELECT key_pem IS NULL FROM certificates WHERE name = 'ec-bundle'") == "t"
+        assert starttls_fp(d.port) == hexfp(fp_of(c("ec.crt")))                # the file serves
+        assert served_fp("127.0.0.1", d.euq_port) == hexfp(fp_of(c("ec.crt")))
+        rc, _, err = ctl(d, "cert", "assign", "ec-bundle", "--role", "admin")
+        assert rc != 0 and "file-backed" in err, err
+        rc, _, err = ctl(d, "cert", "delete", "ec-bundle")
+        assert rc != 0 and "in use" in err, err
+        # The config names the default again for the EUQ console: one role left.
+        d.write_config({"smtp": {"tls_cert_file": cert, "tls_key_file": key}})
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: sorted(entries(d)["ec-bundle"]["roles"]) == ["inbound_mta", "outbound_mta"], 15,
+                 "the EUQ role gone from the entry")
+        # Neither role names it: listed, unused, deletable; the inbound role serves the store's default.
+        d.write_config({})
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: entries(d)["ec-bundle"]["status"] == "unused", 15, "the entry unused")
+        assert starttls_fp(d.port) != hexfp(fp_of(c("ec.crt")))
+        ok(ctl(d, "cert", "delete", "ec-bundle"))
+        assert "ec-bundle" not in entries(d)
+    try:
+        with_daemon(body, {"smtp": {"tls_cert_file": cert, "tls_key_file": key},
+                           "euq": {"tls_cert_file": cert, "tls_key_file": key}})
+    finally:
+        shutil.rmtree(files, ignore_errors=True)
