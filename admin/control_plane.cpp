@@ -242,17 +242,22 @@ void ControlPlane::load_buffered() {
 }
 
 void ControlPlane::insert_event(const std::string& ej, bool replay) {
+  auto done = [this, ej, replay](PgResult r) {
+    if (replay) --replaying_;
+    if (!r.ok && buffered_.size() < kMaxBuffered) buffered_.push_back(ej);  // for when the database is back
+    if (!r.ok || replay) save_buffered();
+  };
+  if (auto j = json::parse(ej, nullptr, false); j.is_object() && j.contains("resolve") && j["resolve"].is_string())
+    return db_->query("UPDATE events SET resolved_at = to_timestamp($2::bigint) WHERE code = $1 AND alert AND "
+                      "resolved_at IS NULL",
+                      {j["resolve"].get<std::string>(), std::to_string(j.value("at", int64_t{0}))}, done);
   db_->query(
       "WITH e AS (INSERT INTO events (at, node, code, severity, text, queue_id, alert) "
       "SELECT to_timestamp((j->>'at')::bigint), j->>'node', j->>'code', j->>'severity', j->>'text', "
       "NULLIF(j->>'queue_id', ''), (j->>'alert')::boolean FROM (SELECT $1::jsonb AS j) s RETURNING id, code) "
       "SELECT pg_notify('postern', json_build_object('node', $2::text, 'kind', 'event', 'id', e.id, "
       "'code', e.code)::text) FROM e",
-      {ej, node_}, [this, ej, replay](PgResult r) {
-        if (replay) --replaying_;
-        if (!r.ok && buffered_.size() < kMaxBuffered) buffered_.push_back(ej);  // for when the database is back
-        if (!r.ok || replay) save_buffered();
-      });
+      {ej, node_}, done);
 }
 
 std::string ControlPlane::reload(const std::string& by) {
@@ -274,10 +279,18 @@ std::string ControlPlane::flush_tickets(const std::string& by) {
   return "";
 }
 
+// While the database is down a resolve waits in the same list as the events, in order, so an
+// alert raised before it (before a restart, say) is resolved when the database is back and one
+// raised after it stays open.
 void ControlPlane::resolve_alert(const std::string& code) {
-  if (!database_up()) return;
-  db_->query("UPDATE events SET resolved_at = now() WHERE code = $1 AND alert AND resolved_at IS NULL", {code},
-             [](PgResult) {});
+  json r{{"resolve", code}, {"node", node_}, {"at", static_cast<int64_t>(std::time(nullptr))}};
+  if (!database_up()) {
+    if (buffered_.size() >= kMaxBuffered) buffered_.pop_front();
+    buffered_.push_back(r.dump());
+    save_buffered();
+    return;
+  }
+  insert_event(r.dump());
 }
 
 void ControlPlane::flush_buffered_events() {

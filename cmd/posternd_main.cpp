@@ -61,11 +61,15 @@ Daemon* g_daemon = nullptr;
 
 // The self-signed defaults made at first start: default_mta (inbound and outbound MTA roles)
 // and default_console (admin and EUQ consoles; SAN 127.0.0.1 so posternctl can verify it).
+// Both default pairs exist whatever the roles name: the store keeps them as default_mta and
+// default_console (seed 000's workaround A assigns default_mta), and a role that names the
+// default serves it. A file an admin names is never made here: a missing one is an error.
 std::string ensure_default_cert(const Config& cfg) {
-  auto console = tls::role_files(tls::Role::kAdminConsole, cfg);
-  std::string err = tls::ensure_self_signed(console.cert, console.key, cfg.hostname, 825, "IP:127.0.0.1");
-  if (!err.empty() || !cfg.smtp.tls_cert_file.empty()) return err;
-  return tls::ensure_self_signed(cfg.cert_file(), cfg.key_file(), cfg.hostname);
+  std::string dir = cfg.state_dir + "/certs/";
+  std::string err = tls::ensure_self_signed(dir + "default_console.crt", dir + "default_console.key", cfg.hostname,
+                                            825, "IP:127.0.0.1");
+  if (!err.empty()) return err;
+  return tls::ensure_self_signed(dir + "default_mta.crt", dir + "default_mta.key", cfg.hostname);
 }
 
 // Raises the descriptor limit to what the configuration needs, or says why it cannot.

@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 
-from harness import Daemon, Smtp, cert_fingerprint, log_tail, make_cert, running, wait_for
+from harness import Daemon, ExternalPostgres, Smtp, cert_fingerprint, log_tail, make_cert, running, wait_for
 
 DAY = 86400
 
@@ -298,3 +298,39 @@ def test_store_bound_console_expires_and_the_one_command_workaround_clears_it():
         raise
     finally:
         d.cleanup()
+
+
+def test_an_alert_from_before_a_restart_is_resolved_when_the_database_comes_back():
+    """The alert is open in the database; posternd restarts while the database is down with the
+    problem gone (here: the test clock back before the notAfter). Its first check resolves the
+    alert; the resolve waits with the buffered events and is applied, in order, once the database
+    is back: no stale alert is left on the dashboard."""
+    pg = ExternalPostgres()
+    d = Daemon({"database": {"url": pg.url}}, test_clock=True)
+    console = make_cert(os.path.join(d.dir, "console"), "console.e2e.test", days=40)
+    d.write_config({"database": {"url": pg.url},
+                    "admin": {"tls_cert_file": console[0], "tls_key_file": console[1]}})
+    try:
+        d.start()
+        wait_db(d)
+        d.move_clock(41 * DAY)
+        wait_for(lambda: _alerts(d), 10, "the CERT_INVALID_IN_USE alert")
+        assert d.stop() == 0
+        pg.stop()
+        d.move_clock(0)
+        d.start()
+        wait_for(lambda: os.path.exists(os.path.join(d.dir, "cache", "events.pending")) and
+                 "CERT_INVALID_IN_USE" in open(os.path.join(d.dir, "cache", "events.pending")).read(), 10,
+                 "the resolve waiting for the database")
+        pg.start()
+        wait_db(d)
+        wait_for(lambda: not _alerts(d), 15, "the alert from before the restart resolved")
+        assert d.stop() == 0
+    except BaseException:
+        print("---- posternd log tail (%s) ----\n%s" % (d.dir, log_tail(d)))
+        raise
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+        d.cleanup()
+        pg.cleanup()
