@@ -48,7 +48,7 @@ struct SmtpConfig {
   uint32_t max_recipients = 1000;
   uint32_t max_line_length = 2048;
   uint32_t max_commands_before_mail = 50;
-  uint32_t max_junk_commands = 10;
+  uint32_t max_junk_commands = 20;  // errors since the last accepted message (Postfix: smtpd_hard_error_limit)
   uint32_t max_sessions_per_ip = 50;
   uint32_t max_sessions = 2000;
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};

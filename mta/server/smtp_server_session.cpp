@@ -916,6 +916,7 @@ void SmtpServerSession::commit_done(bool ok) {
   tx_.message_open = false;  // the queue owns the file now, whatever the outcome
   if (ok) {
     ++accepted_;
+    junk_count_ = 0;  // the limit is on errors without delivering mail (Postfix's smtpd_hard_error_limit)
     reply("250 2.0.0 Ok: queued as " + tx_.env.queue_id);
   } else {
     reply("451 4.3.0 Error: queue file write error");

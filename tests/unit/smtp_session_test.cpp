@@ -393,6 +393,26 @@ TEST(SmtpSession, LineTooLongAndJunkLimit) {
   EXPECT_NE(out.find("421 4.7.0"), std::string::npos);
 }
 
+// The error limit counts errors since the last accepted message (Postfix's
+// smtpd_hard_error_limit): a client whose refused recipients add up over several messages, or a
+// relay test that tries sixteen recipients one transaction each, is not cut off for it.
+TEST(SmtpSession, ErrorLimitStartsAgainAfterAnAcceptedMessage) {
+  Harness h;  // max_junk_commands = 5
+  h.send("EHLO x\r\n");
+  auto refused = [&](int n) {
+    std::string out;
+    for (int i = 0; i < n; ++i) out += h.send("MAIL FROM:<a@remote.test>\r\nRCPT TO:<z@elsewhere.test>\r\nRSET\r\n");
+    return out;
+  };
+  EXPECT_EQ(refused(4).find("421"), std::string::npos);
+  auto out = h.send("MAIL FROM:<a@remote.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n");
+  EXPECT_NE(out.find("250 2.0.0 Ok: queued as"), std::string::npos) << out;
+  EXPECT_EQ(refused(5).find("421"), std::string::npos);  // 4 + 5 > 5, but 4 were before the message
+  EXPECT_FALSE(h.s->closed());
+  EXPECT_NE(refused(1).find("421 4.7.0"), std::string::npos);
+  EXPECT_TRUE(h.s->closed());
+}
+
 TEST(SmtpSession, CommandLimitBeforeMail) {
   auto cfg = base_config();
   cfg->smtp.max_commands_before_mail = 3;
