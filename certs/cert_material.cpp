@@ -235,7 +235,12 @@ ParseResult parse_import(const ImportInput& in) {
   if (!pr.ok()) return pr;
   Refusal r = Refusal::kNone;
   if (auto e = check_chain(certs, r); !e.empty()) return refuse(r, e);
-  if (key && EVP_PKEY_eq(X509_get0_pubkey(certs[0].get()), key.get()) != 1)
+  EVP_PKEY* leaf_key = X509_get0_pubkey(certs[0].get());
+  if (!leaf_key) {
+    ERR_clear_error();
+    return refuse(Refusal::kBadInput, "the certificate's public key cannot be read (unknown or malformed key)");
+  }
+  if (key && EVP_PKEY_eq(leaf_key, key.get()) != 1)
     return refuse(Refusal::kKeyMismatch, "the private key does not match the certificate (" +
                                              short_subject(certs[0].get()) + ")");
   ERR_clear_error();
@@ -306,6 +311,11 @@ bool describe(const std::string& cert_pem, const std::string& chain_pem, const s
   out.serial = serial_hex(leaf);
   out.fingerprint = fingerprint(leaf);
   EVP_PKEY* pub = X509_get0_pubkey(leaf);
+  if (!pub) {  // an unknown or malformed key algorithm (found by fuzz_cert_import: a NULL dereference)
+    ERR_clear_error();
+    error = "the certificate's public key cannot be read (unknown or malformed key)";
+    return false;
+  }
   out.spki_sha256 = spki_hex(pub);
   describe_key(pub, out.key_type, out.key_bits, out.curve);
   out.sans = subject_alt_names(leaf);

@@ -83,6 +83,10 @@ std::string spki_hex(EVP_PKEY* k) {
 }
 
 void describe_key(EVP_PKEY* k, std::string& type, int& bits, std::string& curve) {
+  if (!k) {  // a certificate whose key OpenSSL cannot decode (found by fuzz_cert_import)
+    type = "unknown", bits = 0;
+    return;
+  }
   int id = EVP_PKEY_get_base_id(k);
   bits = EVP_PKEY_get_bits(k);
   if (id == EVP_PKEY_RSA || id == EVP_PKEY_RSA_PSS) {

@@ -222,5 +222,35 @@ TEST(CertMaterial, Base64RoundTripAndRefusal) {
   EXPECT_FALSE(base64_decode("ab==cd", out));
 }
 
+// Found by fuzz_cert_import: a certificate whose public key names an unknown curve
+// (X509_get0_pubkey returns NULL) crashed describe() with a NULL dereference. Now refused.
+TEST(CertMaterial, ACertificateWhoseKeyCannotBeDecodedIsRefusedNotACrash) {
+  const std::string pem =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIICFDCCAbqgAwIBAgIUCPiRox8s0lrQgjk/7vJLN0cYkb0wCgYIKoZIzj0EAwIw\n"
+    "OzEVMBMGA1UECgwMUG9zdGVybiBUZXN0MSIwIAYDVQQDDBlQb3N0ZXJuIFRlc3Qg\n"
+    "SW50ZXJtZWRpYXRlMB4XDTI2MTIwMTE2MDUyMFoXDTI2MTIzMTE2MDUyMFowLTEV\n"
+    "MBMGA1UECgwMUG9zdGVybiBUZXN0MRQwEgYDVQQDDAtteC5lMmUudGVzdDBZMBMG\n"
+    "ByqGSM49AgEGCCqGSM94AwEHA0IABCHK1VvUFy9IvMPAKcWi5gPK31dBfuRxJTRZ\n"
+    "+E6QoaAow8zBL+tjFCOHeXO0CK/58uSnoaaT56/7HYMHQiA7uNSjgakwgaYwDAYD\n"
+    "VR0TAQH/BAIwADAOBgNVHQ8BAf8EBAMCBaAwHQYDVR0lBBYwFAYIKwYBBQUHAwEG\n"
+    "CCsGAQUFBwMCMCcGA1UdEQQgMB6CC214LmUyZS50ZXN0gglsb2NhbGhvc3SHBH8A\n"
+    "AAEwHQYDVR0OBBYEFH6JWfObpSAc8HvlIBVdX0RJABSbMB8GA1UdIwQYMBaAFMy4\n"
+    "CzD3FKoWYeN02d62RPbSkVXuMAoGCCqGSM49BAMCA0gAMEUCIQCa6TeKRh4nLKxK\n"
+    "8upzmLIg7bTWl9KAha/aas9pCtqIFwIgIo5xsUMDG3+WMAqv+FWBQ4Il8Au3gMs5\n"
+    "qax5HCrJ8qk=\n"
+    "-----END CERTIFICATE-----\n";
+  ImportInput in;
+  in.cert_pem = pem;
+  auto pr = parse_import(in);
+  EXPECT_FALSE(pr.ok());
+  EXPECT_EQ(pr.refusal, Refusal::kBadInput);
+  EXPECT_NE(pr.error.find("public key cannot be read"), std::string::npos) << pr.error;
+  CertMeta meta;
+  std::string err;
+  EXPECT_FALSE(describe(pem, "", "", meta, err));
+  EXPECT_NE(err.find("public key cannot be read"), std::string::npos) << err;
+}
+
 }  // namespace
 }  // namespace postern::certs
