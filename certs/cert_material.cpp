@@ -15,6 +15,7 @@
 #include <cstring>
 #include <memory>
 
+#include "certs/kdf_bounds.h"
 #include "certs/ossl_util.h"
 
 namespace postern::certs {
@@ -136,6 +137,10 @@ Refusal read_key(const std::string& pem, const std::string& pass, PkeyPtr& out, 
     error = "the private key is encrypted: a passphrase is needed";
     return Refusal::kNeedPassphrase;
   }
+  if (auto e = check_encrypted_pkcs8_pem(pem); !e.empty()) {  // before any derivation runs
+    error = "the private key is refused: " + e;
+    return Refusal::kBadInput;
+  }
   BioPtr b(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   std::string p = pass;
   out.reset(b ? PEM_read_bio_PrivateKey(b.get(), nullptr, passphrase_cb, &p) : nullptr);
@@ -176,6 +181,8 @@ ParseResult from_pkcs12(const ImportInput& in, std::vector<X509Ptr>& certs, Pkey
                                                       &PKCS12_free);
   if (!p12) return refuse(Refusal::kBadInput, "not a PKCS#12 file: " + ossl_errors());
   const std::string& pass = in.passphrase.s;
+  if (auto e = check_pkcs12(p12.get(), pass); !e.empty())  // before the MAC or any bag is derived
+    return refuse(Refusal::kBadInput, "the PKCS#12 file is refused: " + e);
   if (PKCS12_mac_present(p12.get()) && PKCS12_verify_mac(p12.get(), pass.c_str(), static_cast<int>(pass.size())) != 1) {
     if (pass.empty()) return refuse(Refusal::kNeedPassphrase, "the PKCS#12 file is protected: a passphrase is needed");
     return refuse(Refusal::kWrongPassphrase, "wrong passphrase for the PKCS#12 file");
