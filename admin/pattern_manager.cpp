@@ -411,7 +411,7 @@ http::Response PatternManager::serve_relay(const http::Request& req) const {
   else if (rest.rfind("files/", 0) == 0 && scan::valid_file_name(rest.substr(6))) name = rest.substr(6);
   else return http::json_error(404, "no such file");
   std::string why;
-  auto data = scan::read_file_bounded(cur + "/" + name, 1ull << 32, why);
+  auto data = scan::read_file_bounded(cur + "/" + name, cfg_ ? cfg_->updates.max_bundle_size : 64ull << 20, why);
   if (!data) return http::json_error(404, "no such file");
   std::string etag = "\"" + scan::sha256_hex(*data).substr(0, 32) + "\"";
   if (auto it = req.headers.find("if-none-match"); it != req.headers.end() && it->second == etag)

@@ -211,6 +211,12 @@ Failure BundleStore::load_current(const std::string& root_pem, int64_t now, Veri
   if (auto r = parse_manifest(out.manifest_bytes, out.manifest); !r.ok()) return r;
   if (auto r = verify_signature(out.manifest_bytes, out.signature, root_pem, now, false, out.signer); !r.ok()) return r;
   if (auto r = verify_files(dir, out.manifest); !r.ok()) return r;
+  // `current` pointed back at an older bundle than the one recorded: a rollback, refused. (Newer
+  // or the same version: a crash between the switch and the state write; the state catches up
+  // with the next install.)
+  if (state_ && out.manifest.version < state_->version)
+    return {BundleError::kOlderVersion, "the installed bundle (version " + std::to_string(out.manifest.version) +
+                                            ") is older than the recorded version " + std::to_string(state_->version)};
   out.signer_expired = now > out.signer.not_after || now < out.signer.not_before;
   out.decision = Decision::kUpToDate;
   return {};

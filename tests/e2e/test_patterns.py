@@ -344,8 +344,10 @@ def test_update_refused_after_the_antivirus_license_grace():
         assert update(d)[0] == 0
         pv.publish(pv.build(2, HDB2, signer="long"))
         d.move_clock((10 + 91) * DAY)  # expiry D = today + 10, grace ends D + 90
-        wait_for(lambda: json.loads(d.ctl("--json", "license", "list")[1])["licenses"][0]["state"] == "expired", 15,
-                 "antivirus expired")
+        def av_state():
+            ls = json.loads(d.ctl("--json", "license", "list")[1])["licenses"]
+            return [l for l in ls if l["license"] == "antivirus"][0]["state"]
+        wait_for(lambda: av_state() == "expired", 15, "antivirus expired")
         rc, out, err = update(d)
         assert rc == 1 and "LICENSE_NO_UPDATES" in err, err
         wait_event(d, "SECURITY_UPDATE_FAILED", "error code -50")

@@ -5,6 +5,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -247,6 +248,26 @@ TEST(BundleStore, ExpiredSignerRefusedForUpdateButAcceptedInstalledOneStillLoads
   Verified cur;
   ASSERT_TRUE(store.load_current(p.root.cert_pem, later, cur).ok());
   EXPECT_TRUE(cur.signer_expired);
+  // `current` pointed back at an older bundle than the recorded one: refused at start-up.
+  {
+    TempDir t2;
+    BundleStore s2(t2.path);
+    std::string first;
+    for (uint64_t ver = 1; ver <= 2; ++ver) {
+      Verified w;
+      std::string hdb = kHdb + "# " + std::to_string(ver) + "\n";
+      std::string staged = stage(s2, manifest(ver, hdb), p.signer, hdb);
+      ASSERT_TRUE(s2.verify_staged(staged, p.root.cert_pem, kNow, w).ok());
+      std::string vd;
+      ASSERT_TRUE(s2.prepare(staged, w, vd).ok());
+      ASSERT_TRUE(s2.commit(vd, w, kNow).ok());
+      if (ver == 1) first = vd;
+    }
+    fs::remove(s2.root() + "/current");
+    fs::create_directory_symlink(fs::path(first).filename(), s2.root() + "/current");
+    Verified back;
+    EXPECT_EQ(s2.load_current(p.root.cert_pem, kNow, back).code, BundleError::kOlderVersion);
+  }
   // A tampered installed file is caught at start-up.
   write(vdir + "/b.ndb", "Postern.Test.Body:0:*:00\n");
   EXPECT_FALSE(store.load_current(p.root.cert_pem, kNow, cur).ok());

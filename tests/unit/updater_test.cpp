@@ -3,6 +3,7 @@
 // 003), a tampered file, a truncated and an oversize download, an older version, an expired
 // signer; each refusal leaves the installed bundle in place.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -51,7 +52,7 @@ struct FakeServer {
   }
 };
 
-struct Fixture : ::testing::Test {
+struct UpdaterTest : ::testing::Test {
   std::string dir = (fs::temp_directory_path() / ("updater_test_" + std::to_string(::getpid()))).string();
   CertAndKey root = make_pattern_root("root", kNow - kDay, kNow + 3650 * kDay);
   CertAndKey signer = make_pattern_signer(root.cert_pem, root.key_pem, "s1", kNow - kDay, kNow + 30 * kDay);
@@ -95,7 +96,7 @@ const std::string kV2 = kV1 + "0123456789abcdef0123456789abcdef:10:Postern.Test.
 
 }  // namespace
 
-TEST_F(Fixture, InstallsThenIsUpToDateWith304s) {
+TEST_F(UpdaterTest, InstallsThenIsUpToDateWith304s) {
   server.publish(1, kV1, signer);
   auto o = install();
   ASSERT_TRUE(o.failure.ok()) << o.failure.why;
@@ -108,7 +109,7 @@ TEST_F(Fixture, InstallsThenIsUpToDateWith304s) {
   EXPECT_EQ(server.requested, (std::vector<std::string>{"manifest.json", "manifest.sig"}));
 }
 
-TEST_F(Fixture, SignatureOnlyRefreshIsPickedUpAlthoughTheManifestDidNotChange) {
+TEST_F(UpdaterTest, SignatureOnlyRefreshIsPickedUpAlthoughTheManifestDidNotChange) {
   server.publish(1, kV1, signer);
   ASSERT_TRUE(install().failure.ok());
   std::string installed_sig = store->state()->signature_sha256;
@@ -127,7 +128,7 @@ TEST_F(Fixture, SignatureOnlyRefreshIsPickedUpAlthoughTheManifestDidNotChange) {
   EXPECT_EQ(s, server.files["manifest.sig"]);
 }
 
-TEST_F(Fixture, RefusalsLeaveTheInstalledBundle) {
+TEST_F(UpdaterTest, RefusalsLeaveTheInstalledBundle) {
   server.publish(1, kV1, signer);
   ASSERT_TRUE(install().failure.ok());
   std::string cur = store->current_dir();
@@ -166,7 +167,7 @@ TEST_F(Fixture, RefusalsLeaveTheInstalledBundle) {
   EXPECT_EQ(run().failure.code, BundleError::kSameVersionChanged);
 }
 
-TEST_F(Fixture, ServerErrorsAndOversizeBundles) {
+TEST_F(UpdaterTest, ServerErrorsAndOversizeBundles) {
   EXPECT_EQ(run().failure.code, BundleError::kDownload);  // 404: nothing published
   Manifest m;
   m.version = 1;
