@@ -10,6 +10,7 @@
 #include <map>
 
 #include "scan/bundle_sign.h"
+#include "conf/config.h"
 #include "scan/updater.h"
 
 namespace fs = std::filesystem;
@@ -176,4 +177,27 @@ TEST_F(UpdaterTest, ServerErrorsAndOversizeBundles) {
   server.files["manifest.json"] = manifest_json(m);
   server.resign(signer);
   EXPECT_EQ(run().failure.code, BundleError::kTooLarge);  // over max_bundle_size (1 MiB) before any download
+}
+
+// [updates] keys: defaults, and each bad value names its key.
+TEST(UpdatesConfig, DefaultsAndErrorsNameTheKey) {
+  auto c = postern::parse_config("", "t.toml");
+  EXPECT_EQ(c.updates.server, "");
+  EXPECT_EQ(c.updates.interval, std::chrono::hours(1));
+  EXPECT_EQ(c.updates.max_bundle_size, 64ull << 20);
+  EXPECT_EQ(c.updates.signer_warning_days, 30u);
+  auto ok = postern::parse_config("[updates]\nserver = \"https://127.0.0.1:8445\"\ninterval = \"\"\n", "t.toml");
+  EXPECT_EQ(ok.updates.interval.count(), 0);
+  for (auto [text, key] : {std::pair{"[updates]\nserver = \"ftp://x\"\n", "updates.server"},
+                           std::pair{"[updates]\ninterval = \"10s\"\n", "updates.interval"},
+                           std::pair{"[updates]\nproxy = \"nonsense\"\n", "updates.proxy"},
+                           std::pair{"[updates]\nmax_bundle_size = 10\n", "updates.max_bundle_size"},
+                           std::pair{"[updates]\nserverr = \"\"\n", "updates.serverr"}}) {
+    try {
+      postern::parse_config(text, "t.toml");
+      ADD_FAILURE() << text;
+    } catch (const postern::ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+  }
 }
