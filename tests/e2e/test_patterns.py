@@ -134,12 +134,14 @@ def update(d):
 
 def events(d, code):
     rc, out, err = d.ctl("--json", "events", "--limit", "200")
+    if rc != 0 and "database unavailable" in err:  # the private cluster is still starting
+        return []
     assert rc == 0, err
     return [e for e in json.loads(out) if e["code"] == code]
 
 
 def wait_event(d, code, contains=""):
-    return wait_for(lambda: [e for e in events(d, code) if contains in e["text"]], 15, "event %s %s" % (code, contains))
+    return wait_for(lambda: [e for e in events(d, code) if contains in e["text"]], 30, "event %s %s" % (code, contains))
 
 
 def node(pv, lv, server, extra=None, **kw):
