@@ -235,8 +235,10 @@ def test_expired_signing_certificate_refused_under_the_test_clock():
         assert update(d)[0] == 0
         pv.publish(pv.build(2, HDB2, signer="short"))
         d.move_clock(40 * DAY)
+        # The daemon re-reads the clock file lazily: wait until it tells the new time.
+        wait_for(lambda: status(d)["installed"]["age_seconds"] >= 40 * DAY, 10, "the test clock")
         rc, out, err = update(d)
-        assert rc == 1 and "DIGITAL_SIGNATURE_CERT_EXPIRE" in err and "error code -24" in err, err
+        assert rc == 1 and "DIGITAL_SIGNATURE_CERT_EXPIRE" in err and "error code -24" in err, (rc, out, err)
         wait_event(d, "DIGITAL_SIGNATURE_CERT_EXPIRE")
         wait_event(d, "SECURITY_UPDATE_FAILED", "error code -24")
         assert status(d)["installed"]["version"] == 1
