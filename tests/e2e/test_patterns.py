@@ -414,7 +414,7 @@ def test_gate_update_while_20_sessions_send_none_fail_and_next_message_names_the
         assert send_message(d.port, body="Subject: after\r\n\r\nhello\r\n")[0] == 250
         msgs = wait_for(lambda: [m for m in peer.messages() if b"Subject: after" in m["body"]], 20, "delivery")
         hdr = [l for l in msgs[0]["body"].split(b"\r\n") if l.lower().startswith(b"x-postern-scan:")]
-        assert hdr and b"2" in hdr[0], hdr
+        assert hdr and b"patterns=bundle:2" in hdr[0], hdr
     try:
         _run_with_route(body, peer)
     finally:
