@@ -361,9 +361,28 @@ def test_update_refused_after_the_antivirus_license_grace():
         assert st["installed"]["version"] == 1 and st["stale"] and not st["updates_allowed"], st
         status_code, text = d.api("GET", "/metrics")
         assert "postern_pattern_updates_allowed 0" in text
-        # GATE: EICAR is still rejected by the stale patterns, and the header says stale.
-        c = send_message(d.port, body="Subject: eicar\r\n\r\n" + EICAR.decode() + "\r\n")
+    run(body, license_days=10, test_clock=True)
+
+
+def test_gate_eicar_still_rejected_by_the_stale_patterns_after_grace():
+    """GATE: needs the scanning engine. After grace no update is installed, yet EICAR is still
+    rejected by the installed (stale) bundle, also after a restart."""
+    def body(pv, lv, d):
+        pv.signer("long", days=3650)
+        pv.publish(pv.build(1, signer="long"))
+        assert update(d)[0] == 0
+        d.move_clock((10 + 91) * DAY)
+        wait_for(lambda: status(d)["stale"], 15, "stale patterns")
+        assert update(d)[0] == 1
+        eicar = "Subject: eicar\r\n\r\n" + EICAR.decode() + "\r\n"
+        c = send_message(d.port, body=eicar)
         assert c[0] == 554 and "Eicar-Test-Signature" in c[1], c
+        assert d.stop() == 0
+        d.start()
+        c = send_message(d.port, body=eicar)
+        assert c[0] == 554 and "Eicar-Test-Signature" in c[1], c
+        status_code, text = d.api("GET", "/metrics")
+        assert "stale" in text, text
     run(body, license_days=10, test_clock=True)
 
 
