@@ -90,6 +90,11 @@ void PatternManager::stop() {
 void PatternManager::tick() {
   if (rt_.config.load() != cfg_) configure();
   check_signer_expiry();
+  std::string why;
+  if (license_alert_ && license_allows(why)) {  // activated or renewed: updates may run again
+    hooks_.resolve_alert("PATTERN_UPDATES_LICENSE");
+    license_alert_ = false;
+  }
   auto& u = cfg_->updates;
   if (u.server.empty() || u.interval.count() == 0 || busy_ || now() < next_check_) return;
   next_check_ = now() + std::chrono::duration_cast<std::chrono::seconds>(u.interval).count();
@@ -187,7 +192,10 @@ void PatternManager::refused(const Failure& f, const std::string& source, Reply 
   last_result_ = "refused: " + name + ": " + f.why;
   if (f.code == BundleError::kSignature || f.code == BundleError::kCertExpired)
     hooks_.raise(name, "error", "pattern update from " + source + " refused: " + f.why, false);
-  if (f.code == BundleError::kLicense) hooks_.raise("PATTERN_UPDATES_LICENSE", "error", f.why, true);
+  if (f.code == BundleError::kLicense && !license_alert_) {
+    hooks_.raise("PATTERN_UPDATES_LICENSE", "error", f.why, true);
+    license_alert_ = true;
+  }
   hooks_.raise("SECURITY_UPDATE_FAILED", "error",
                "event 9102 Security update failed: error code " + std::to_string(scan::error_code(f.code)) + ": Update: " +
                    name + ": " + f.why + " (source: " + source + "); the installed patterns stay in use",

@@ -84,6 +84,7 @@ class PatternManager {
   std::string last_result_ = "never checked", last_error_name_;
   std::string manifest_etag_, signature_etag_;
   std::string signer_alert_;  // the open signer alert's code ("" = none)
+  bool license_alert_ = false;  // PATTERN_UPDATES_LICENSE is open
   bool engine_loaded_ = false;
   std::string engine_error_;
   uint64_t updates_ = 0, checks_ = 0;

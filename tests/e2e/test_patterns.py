@@ -152,10 +152,10 @@ def node(pv, lv, server, extra=None, **kw):
     return Daemon(conf, **kw)
 
 
-def run(body, license_days=365, **kw):
+def run(body, license_days=365, extra=None, **kw):
     pv, lv = PatternVendor(), Vendor()
     url = pv.start_server()
-    d = node(pv, lv, url, **kw)
+    d = node(pv, lv, url, extra, **kw)
     try:
         d.start()
         if license_days:
@@ -305,6 +305,45 @@ def test_signature_only_refresh_directly_and_through_a_relay():
                 n.cleanup()
         pv.cleanup()
         lv.cleanup()
+
+
+def test_scheduled_updates_follow_the_test_clock():
+    def body(pv, lv, d):
+        pv.publish(pv.build(1))
+        d.move_clock(2 * 3600)  # past the first scheduled check, whenever it was due
+        wait_for(lambda: (status(d)["installed"] or {}).get("version") == 1, 20, "scheduled update to 1")
+        pv.publish(pv.build(2, HDB2))
+        d.move_clock(4 * 3600)  # an hour later than the next check
+        wait_for(lambda: (status(d)["installed"] or {}).get("version") == 2, 20, "scheduled update to 2")
+        rc, out, err = d.ctl("--json", "alerts")
+        assert "PATTERN_UPDATES_LICENSE" not in out, out
+    run(body, test_clock=True, extra={"updates": {"interval": "1h"}})
+
+
+def test_relay_route_needs_no_token_and_serves_nothing_else():
+    def body(pv, lv, d):
+        import ssl
+        import urllib.error
+        import urllib.request
+        pv.publish(pv.build(4))
+        assert update(d)[0] == 0
+        ctx = ssl.create_default_context(cafile=os.path.join(d.dir, "certs", "default_console.crt"))
+
+        def get(path, method="GET"):
+            req = urllib.request.Request(d.admin_url() + path, method=method, data=b"" if method == "POST" else None)
+            try:
+                with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+        st, data = get("/updates/manifest.json")
+        assert st == 200 and json.loads(data)["version"] == 4, (st, data)
+        assert get("/updates/files/postern.hdb") == (200, HDB1.encode())
+        assert get("/updates/files/../../admin.token")[0] == 404
+        assert get("/updates/files/nothere.hdb")[0] == 404
+        assert get("/updates/manifest.json", "POST")[0] == 401  # only GET skips the token
+        assert get("/api/v1/patterns")[0] == 401
+    run(body)
 
 
 def test_offline_bundle_file_and_path_escape_refused():
