@@ -147,7 +147,8 @@ void PatternManager::install_starter() {
   Failure f = staged.empty() ? Failure{BundleError::kInstall, why} : scan::unpack_bundle(path, staged, lim);
   if (f.ok()) f = store_->verify_staged(staged, root_pem_, now(), v);
   if (!f.ok()) return refused(f, "starter bundle " + path, nullptr);
-  install_staged(staged, std::move(v), "starter bundle", nullptr);
+  busy_ = true;
+  install_staged(staged, std::move(v), "starter bundle", [this](int, json) { busy_ = false; });
 }
 
 // --- installing ----------------------------------------------------------------------------
@@ -259,16 +260,13 @@ void PatternManager::update(Reply reply) {
   }
   if (!license_allows(why)) return refused({BundleError::kLicense, why}, cfg_->updates.server, std::move(reply));
   if (busy_) {
-    if (reply) waiting_.push_back(std::move(reply));
+    if (reply) reply(409, {{"error", "an update or import is in progress; try again"}});
     return;
   }
   busy_ = true;
   auto finish = [this, reply](int st, json body) {
     busy_ = false;
-    auto w = std::move(waiting_);
-    waiting_.clear();
-    if (reply) reply(st, body);
-    for (auto& r : w) r(st, body);
+    if (reply) reply(st, std::move(body));
   };
   scan::UpdateParams p{cfg_->updates.server, root_pem_, now(), cfg_->updates.max_bundle_size, manifest_etag_, signature_etag_};
   std::string source = cfg_->updates.server;
@@ -321,7 +319,11 @@ void PatternManager::import(const std::string& bundle, Reply reply) {
     if (reply) reply(200, {{"result", "up to date"}, {"status", status()}});
     return;
   }
-  install_staged(staged, std::move(v), "bundle file", std::move(reply));
+  busy_ = true;  // no scheduled update may switch `current` while the engine builds this one
+  install_staged(staged, std::move(v), "bundle file", [this, reply = std::move(reply)](int st, json body) {
+    busy_ = false;
+    if (reply) reply(st, std::move(body));
+  });
 }
 
 // --- signer expiry, status, metrics ---------------------------------------------------------

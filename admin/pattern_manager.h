@@ -79,7 +79,6 @@ class PatternManager {
   uv_timer_t* timer_ = nullptr;
   std::string root_path_, root_pem_, root_error_;
   bool busy_ = false;
-  std::vector<Reply> waiting_;  // on-demand requests that arrived during an update
   int64_t next_check_ = 0, last_check_ = 0, last_success_ = 0;
   std::string last_result_ = "never checked", last_error_name_;
   std::string manifest_etag_, signature_etag_;
