@@ -19,6 +19,7 @@
 
 #include "admin/license_api.h"
 #include "admin/cert_api.h"
+#include "admin/pattern_api.h"
 #include "base/log.h"
 
 namespace postern::admin {
@@ -141,6 +142,11 @@ void ControlPlane::start() {
       [this](const std::string& c, const std::string& sev, const std::string& t, bool alert) { raise(c, sev, t, "", alert); },
       [this](const std::string& c) { resolve_alert(c); }, node_});
   licenses_->start();
+  patterns_ = std::make_unique<PatternManager>(loop_, rt_, PatternManager::Hooks{
+      [this](const std::string& c, const std::string& sev, const std::string& t, bool alert) { raise(c, sev, t, "", alert); },
+      [this](const std::string& c) { resolve_alert(c); },
+      nullptr});  // engine_install: EngineManager::install once the gate is merged (see pattern_manager.h)
+  patterns_->start();
 
   std::string token = ensure_token(cfg->state_dir);
   api_ = std::make_unique<AdminServer>(loop_, rt_.tls.role(tls::Role::kAdminConsole), token,
@@ -169,6 +175,7 @@ void ControlPlane::stop() {
   if (watch_) watch_->close();
   if (expiry_) expiry_->close();
   if (licenses_) licenses_->stop();
+  if (patterns_) patterns_->stop();
   if (db_) db_->stop();
   if (embedded_) embedded_->stop();
 }
@@ -388,6 +395,7 @@ void ControlPlane::handle(const HttpRequest& req, Responder respond) {
     if (req.method != "GET") return respond(err(405, "method not allowed"));
     return respond({200, "text/plain; version=0.0.4; charset=utf-8", metrics()});
   }
+  if (relay_route(patterns_.get(), req, respond)) return;
   auto p = split_path(req.path);
   if (p.size() < 3 || p[0] != "api" || p[1] != "v1") return respond(err(404, "no such endpoint"));
   const std::string& area = p[2];
@@ -398,6 +406,7 @@ void ControlPlane::handle(const HttpRequest& req, Responder respond) {
                             {"state_source", st->source}, {"queue", sched_.size()}}));
   }
   if (area == "licenses" && licenses_) return license_api(*licenses_, req, p, std::move(respond));
+  if (area == "patterns" && patterns_) return pattern_api(*patterns_, req, p, std::move(respond));
   if (area == "version" && m == "GET") return respond(ok_json({{"version", POSTERN_VERSION}, {"node", node_}}));
   if (area == "certificates") return certs_->handle(req, p, std::move(respond));
   if (area == "roles" && m == "GET") {
@@ -574,6 +583,7 @@ std::string ControlPlane::metrics() const {
   metric("postern_events_total", "counter", "Events raised on this node.");
   o << "postern_events_total " << events_raised_ << "\n";
   if (licenses_) o << licenses_->metrics();
+  if (patterns_) o << patterns_->metrics();
   return o.str();
 }
 

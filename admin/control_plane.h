@@ -16,6 +16,7 @@
 #include "admin/cert_expiry.h"
 #include "admin/euq_server.h"
 #include "admin/license_manager.h"
+#include "admin/pattern_manager.h"
 #include "admin/pg_client.h"
 #include "admin/pg_embedded.h"
 #include "base/snapshot.h"
@@ -60,7 +61,8 @@ class ControlPlane {
   std::shared_ptr<const ControlState> state() const { return state_.load(); }
   bool database_up() const { return db_ && db_->up(); }
   LicenseManager* licenses() { return licenses_.get(); }  // the Licenses snapshot is rt.licenses
-  CertStore* certs() { return certs_.get(); }  // the certificate store (admin/cert_api.h); null before start()
+  CertStore* certs() { return certs_.get(); }
+  PatternManager* patterns() { return patterns_.get(); }  // pattern bundles (admin/pattern_manager.h)  // the certificate store (admin/cert_api.h); null before start()
 
  private:
   void handle(const HttpRequest& req, Responder respond);
@@ -96,6 +98,7 @@ class ControlPlane {
   std::unique_ptr<CertExpiry> expiry_;
   std::unique_ptr<LicenseManager> licenses_;
   std::unique_ptr<CertStore> certs_;
+  std::unique_ptr<PatternManager> patterns_;
   Snapshot<ControlState> state_;
   std::deque<std::string> buffered_;  // events (JSON) waiting for the database
   size_t replaying_ = 0;              // buffered events sent to the database, not yet answered

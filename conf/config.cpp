@@ -458,6 +458,23 @@ Config parse_config(std::string_view text, const std::string& path) {
   lic.finish();
   check_license(c.license);
 
+  Section upd(top.table("updates"), "updates");  // [updates]: pattern bundles
+  upd.str("server", c.updates.server);
+  upd.str("ca_file", c.updates.ca_file);
+  upd.str("proxy", c.updates.proxy);
+  upd.duration("interval", c.updates.interval, true);
+  upd.str("pattern_root", c.updates.pattern_root);
+  upd.str("starter_bundle", c.updates.starter_bundle);
+  upd.uint("max_bundle_size", c.updates.max_bundle_size, 4096, 1ull << 32);
+  upd.uint("signer_warning_days", c.updates.signer_warning_days, 0, 3650);
+  upd.duration("timeout", c.updates.timeout);
+  upd.finish();
+  if (!c.updates.server.empty() && c.updates.server.rfind("http://", 0) != 0 && c.updates.server.rfind("https://", 0) != 0)
+    fail("updates.server", "must be \"\" or an http:// or https:// URL (an update server or another node's admin listener)");
+  if (!valid_proxy(c.updates.proxy)) fail("updates.proxy", "must be \"\" (http_client.proxy), \"direct\" or a proxy URL");
+  if (c.updates.interval.count() != 0 && c.updates.interval < std::chrono::minutes(1))
+    fail("updates.interval", "must be at least 1m, or \"\" for updates on demand only");
+
   Section admin(top.table("admin"), "admin");
   admin.str("listen", c.admin_listen);
   admin.uint("max_connections", c.admin.max_connections, 1, 100000);

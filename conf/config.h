@@ -152,6 +152,19 @@ struct LicenseConfig {
   std::string admin_email;      // daily expiry mails go here ("" = none)
 };
 
+// [updates]: signed pattern bundles (scan/bundle*.h, admin/pattern_manager.h).
+struct UpdatesConfig {
+  std::string server;          // update server or relay URL ("" = no scheduled updates: offline files only)
+  std::string ca_file;         // CA for an https:// server ("" = http_client.ca_file / the system store)
+  std::string proxy;           // "" = http_client.proxy; "direct"; or a proxy URL
+  std::chrono::milliseconds interval{std::chrono::hours(1)};  // 0 ("") = only on demand
+  std::string pattern_root;    // pinned root PEM ("" = <state_dir>/patterns/root.pem, from the starter)
+  std::string starter_bundle;  // "" = <bindir>/../share/postern/starter-bundle.tar; "none" = no starter
+  uint64_t max_bundle_size = 64ull << 20;  // manifest's files together, and an offline bundle file
+  unsigned signer_warning_days = 30;       // alert when the signing certificate expires this soon
+  std::chrono::milliseconds timeout{std::chrono::minutes(2)};  // one download
+};
+
 struct Config {
   std::string path;  // where it was loaded from
   // [server]
@@ -171,6 +184,7 @@ struct Config {
   TlsConfig tls;
   HttpClientConfig http_client;
   LicenseConfig license;
+  UpdatesConfig updates;
   std::string admin_listen = "127.0.0.1:8445";
   HttpLimits admin;
   std::string admin_tls_cert_file, admin_tls_key_file;  // empty: <state_dir>/certs/default_console.*
