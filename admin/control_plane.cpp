@@ -134,6 +134,8 @@ void ControlPlane::start() {
                                          raise(c, s, t, "", a);
                                        });
   certs_->start();
+  quarantine_ = std::make_unique<QuarantineIndex>(loop_, rt_, *db_, node_);
+  quarantine_->start();
   db_->start();
 
   licenses_ = std::make_unique<LicenseManager>(loop_, rt_, sched_, LicenseManager::Hooks{
@@ -169,6 +171,7 @@ void ControlPlane::stop() {
   if (watch_) watch_->close();
   if (expiry_) expiry_->close();
   if (licenses_) licenses_->stop();
+  if (quarantine_) quarantine_->stop();
   if (db_) db_->stop();
   if (embedded_) embedded_->stop();
 }
@@ -299,6 +302,7 @@ void ControlPlane::on_db_state(bool up) {
     load_state();
     certs_->on_db_up();
     if (licenses_) licenses_->reload_from_database();
+    if (quarantine_) quarantine_->sync();  // entries quarantined while it was down
   } else {
     outage_open_ = true;
     raise("DATABASE_UNAVAILABLE", "error",
@@ -387,6 +391,7 @@ void ControlPlane::handle(const HttpRequest& req, Responder respond) {
   if (area == "licenses" && licenses_) return license_api(*licenses_, req, p, std::move(respond));
   if (area == "version" && m == "GET") return respond(ok_json({{"version", POSTERN_VERSION}, {"node", node_}}));
   if (area == "certificates") return certs_->handle(req, p, std::move(respond));
+  if (area == "quarantine") return quarantine_api(rt_, sched_, quarantine_.get(), req, p, std::move(respond));
   if (area == "roles" && m == "GET") {
     json roles = json::array();
     for (tls::Role r : tls::kRoles) roles.push_back(role_json(rt_.tls.role(r)));
@@ -561,6 +566,7 @@ std::string ControlPlane::metrics() const {
   metric("postern_events_total", "counter", "Events raised on this node.");
   o << "postern_events_total " << events_raised_ << "\n";
   if (licenses_) o << licenses_->metrics();
+  o << scan_metrics(rt_);
   return o.str();
 }
 
