@@ -26,6 +26,7 @@ void clamav_msg(enum cl_msg severity, const char*, const char* msg, void*) {
 
 struct PreadFd {
   int fd;
+  int err = 0;  // a read failed: the verdict is an error, never "clean" (libclamav may carry on)
 };
 
 off_t pread_fd(void* handle, void* buf, size_t count, off_t offset) {
@@ -33,6 +34,7 @@ off_t pread_fd(void* handle, void* buf, size_t count, off_t offset) {
   ssize_t n;
   do n = ::pread(h->fd, buf, count, offset);
   while (n < 0 && errno == EINTR);
+  if (n < 0) h->err = errno;
   return n;
 }
 
@@ -149,6 +151,10 @@ ScanResult Engine::scan_fd(int fd, uint64_t len) const {
   if (!map) return {Verdict::kError, "", "cannot map the queue file", false, 0};
   ScanResult r = run(map);
   cl_fmap_close(map);
+  if (h.err && r.verdict != Verdict::kInfected) {
+    r.verdict = Verdict::kError;
+    r.error = std::string("read: ") + std::strerror(h.err);
+  }
   return r;
 }
 

@@ -106,7 +106,10 @@ SpoolWriter::~SpoolWriter() {
   else spool_->pool_release(name_, std::max(old_size_, bytes_));
 }
 
-int SpoolWriter::dup_fd() const { return fd_ < 0 || failed_ ? -1 : ::fcntl(fd_, F_DUPFD_CLOEXEC, 0); }
+int SpoolWriter::open_for_read() const {
+  if (fd_ < 0 || failed_ || !spool_) return -1;
+  return ::openat(spool_->active_fd_, name_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+}
 
 bool SpoolWriter::write(std::string_view data) {
   if (failed_) return false;

@@ -73,9 +73,9 @@ class SpoolWriter {
   bool write(std::string_view data);  // false on any error (ENOSPC, EIO): the message fails
   const std::string& queue_id() const { return qid_; }
   uint64_t bytes() const { return bytes_; }
-  // A descriptor of the file being written, for the scanning gate's thread (read with pread; it
-  // stays valid whatever becomes of the writer). -1 on error. The caller closes it.
-  int dup_fd() const;
+  // A read-only descriptor of the file being written, for the scanning gate's thread (read with
+  // pread; it stays valid whatever becomes of the writer). -1 on error. The caller closes it.
+  int open_for_read() const;
 
  private:
   friend class Spool;

@@ -273,7 +273,7 @@ bool InboundConnection::scan_message(const Envelope& env) {
   policy::ScanFacts facts = scan_facts(engine.get(), av == licensing::State::kExpired);
   scan::ScanResult fail;
   fail.error = "no_engine";
-  int fd = engine ? writer_->dup_fd() : -1;
+  int fd = engine ? writer_->open_for_read() : -1;
   if (engine && fd < 0) fail.error = "engine";
   if (fd >= 0) {
     ConnectionHost* w = &w_;

@@ -150,6 +150,13 @@ TEST(ScanEngine, ScansOnlyTheMessageBytesOfAQueueFile) {
   EXPECT_EQ(e->scan_fd(fd, msg.size()).verdict, Verdict::kClean);
   EXPECT_EQ(e->scan_fd(fd, msg.size() + kMarker.size()).verdict, Verdict::kInfected);
   ::close(fd);
+  // A descriptor that cannot be read (write-only) is an error, never a clean verdict.
+  int wo = ::open(f.c_str(), O_WRONLY);
+  ASSERT_GE(wo, 0);
+  auto r = e->scan_fd(wo, msg.size());
+  EXPECT_EQ(r.verdict, Verdict::kError) << r.error;
+  EXPECT_NE(r.error.find("read"), std::string::npos) << r.error;
+  ::close(wo);
 }
 
 TEST(ScanEngine, LargerThanMaxScanSizeIsScannedUpToTheLimit) {
