@@ -47,7 +47,10 @@ ScanService::ScanService(uv_loop_t* loop, const ScanConfig& sc) {
   dir_ = std::make_unique<ClamavDirSource>(*engines_);
 }
 
-ScanService::~ScanService() { stop(); }
+ScanService::~ScanService() {
+  stop();
+  engines_.reset();  // joins the builder thread
+}
 
 void ScanService::post(std::function<void()> fn) {
   {
@@ -82,7 +85,8 @@ void ScanService::stop() {
     if (closed_) return;
     closed_ = true;
   }
-  engines_.reset();  // joins the builder; its callbacks are no longer delivered
+  // The manager lives on until destruction (rt.engines may still be called: a build then runs,
+  // its answer is no longer delivered).
   if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&async_)))
     uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
 }

@@ -265,3 +265,34 @@ def test_engine_timeout_is_451_never_a_silent_pass():
         assert metric(d, 'postern_scan_total{verdict="error"}') >= 1
         assert g.peer.messages() == []
     with_gate(body, scan={"timeout": "5ms"})
+
+
+def test_freshclam_directory_change_is_picked_up_without_restart():
+    def body(g):
+        d = g.d
+        new_marker = b"POSTERN-SECOND-MARKER-91c4"
+        code, text = send_message(d.port, body=mail(new_marker))
+        assert code == 250, text  # not a signature yet
+        path = os.path.join(g.sigs, "second.ndb")
+        with open(path + ".tmp", "w") as f:
+            f.write("Postern.Test.Second:0:*:%s\n" % new_marker.hex())
+        later = int(time.time()) + 3600
+        os.utime(path + ".tmp", (later, later))
+        os.rename(path + ".tmp", path)
+        version = time.strftime("%Y%m%d%H%M%S", time.gmtime(later))
+        d.wait_log("patterns source=freshclam version=%s installed" % version, 20)
+        code, text = send_message(d.port, body=mail(new_marker))
+        assert code == 554 and "Postern.Test.Second" in text, text
+        code, text = send_message(d.port, body=mail(EICAR))  # the first file's signatures stay
+        assert code == 554 and "Eicar-Test-Signature" in text, text
+        code, text = send_message(d.port, body=mail(b"clean"))
+        assert code == 250
+        hs = scan_headers(g.delivered(2)[-1]["body"])
+        assert len(hs) == 1 and ("patterns=freshclam:%s " % version).encode() in hs[0], hs
+        # A broken signature file is refused: the engine in use stays.
+        with open(os.path.join(g.sigs, "broken.ndb"), "w") as f:
+            f.write("not a signature\n")
+        d.wait_log("event=PATTERN_ENGINE_BUILD_FAILED", 20)
+        code, text = send_message(d.port, body=mail(new_marker))
+        assert code == 554 and "Postern.Test.Second" in text, text
+    with_gate(body)
