@@ -9,11 +9,12 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 import zipfile
 
-from harness import Daemon, Peer, Smtp, log_tail, send_message, wait_for
+from harness import Daemon, ExternalPostgres, Peer, Smtp, log_tail, send_message, wait_for
 from test_license import Vendor, licenses, midnight, psql, today
 
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
@@ -66,7 +67,7 @@ def scan_headers(body):
 class Gate:
     """A vendor, a signature directory, a sink peer and posternd relaying example.test to it."""
 
-    def __init__(self, activate=True, scan=None, test_clock=False, expires_in_days=200):
+    def __init__(self, activate=True, scan=None, test_clock=False, expires_in_days=200, extra=None):
         self.vendor = Vendor().start()
         self.sigs = sig_dir()
         self.peer = Peer(tls=False)
@@ -75,6 +76,7 @@ class Gate:
                 "outbound": {"connect_timeout": "2s", "command_timeout": "4s"},
                 "queue": {"min_backoff": "1s", "max_backoff": "2s"},
                 "scan": dict({"clamav_database_dir": self.sigs}, **(scan or {}))}
+        conf.update(extra or {})
         self.d = Daemon(conf, test_clock=test_clock)
         self.D = today() + datetime.timedelta(days=expires_in_days)
         try:
@@ -296,3 +298,29 @@ def test_freshclam_directory_change_is_picked_up_without_restart():
         code, text = send_message(d.port, body=mail(new_marker))
         assert code == 554 and "Postern.Test.Second" in text, text
     with_gate(body)
+
+
+def test_quarantined_while_the_database_is_down_is_indexed_when_it_is_back():
+    pg = ExternalPostgres()
+    try:
+        def body(g):
+            d = g.d
+            def row(qid):
+                r = subprocess.run(["psql", pg.url, "-tAc", "SELECT state FROM quarantine WHERE queue_id = '%s'" % qid],
+                                   capture_output=True, text=True, timeout=30)
+                return r.stdout.strip() if r.returncode == 0 else None
+            pg.stop()
+            wait_for(lambda: d.api("GET", "/api/v1/health")[1]["database"] == "down", 15, "the database seen down")
+            code, text = send_message(d.port, body=mail(EICAR))
+            assert code == 250, text  # quarantined: the database is not needed for that
+            qid = QID.search(text).group(1)
+            rc, out, err = d.ctl("--json", "quarantine", "list")
+            listed = json.loads(out)
+            assert [e["id"] for e in listed["entries"]] == [qid]
+            wait_for(lambda: metric_index(d) == 1, 15, "the entry pending for the index")
+            pg.start()
+            wait_for(lambda: row(qid) == "quarantined", 30, "the index row written once the database is back")
+            assert metric_index(d) == 0
+        with_gate(body, scan={"on_virus": "quarantine"}, extra={"database": {"url": pg.url}})
+    finally:
+        pg.cleanup()
