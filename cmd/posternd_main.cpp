@@ -279,6 +279,9 @@ int run(const std::string& config_path, const std::string& test_clock) {
   d.control = std::make_unique<admin::ControlPlane>(
       d.loop, d.rt, *d.scheduler,
       admin::ControlPlane::Hooks{[](const std::string& why) { return reload(*g_daemon, why); }});
+  d.scan->set_event_sink([](const std::string& code, const std::string& text) {
+    g_daemon->control->raise(code, "error", text);
+  });
   try {
     d.control->start();
   } catch (const std::exception& e) {

@@ -108,6 +108,12 @@ ClamavDirSource::~ClamavDirSource() {
 void ClamavDirSource::poll(const std::string& dir) {
   if (busy_.load()) return;
   if (checker_.joinable()) checker_.join();
+  std::string failed;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    failed.swap(failed_);
+  }
+  if (!failed.empty() && event_) event_("PATTERN_UPDATE_FAILED", "freshclam directory refused: " + failed);
   if (dir != dir_) {
     dir_ = dir;
     seen_.clear();
@@ -131,13 +137,19 @@ void ClamavDirSource::poll(const std::string& dir) {
     ClamavDirCheck c = check_clamav_dir(d);
     if (!c.ok) {
       spdlog::error("event=PATTERN_UPDATE_FAILED source=freshclam dir={} error={}", esc(d), esc(c.error));
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        failed_ = d + ": " + c.error;
+      }
       busy_ = false;
       return;
     }
     std::string v = c.set.version;
-    m_.install(std::move(c.set), [v](bool ok, const std::string& err) {
+    Event ev = event_;
+    m_.install(std::move(c.set), [v, ev](bool ok, const std::string& err) {  // runs on the control loop
       if (ok) spdlog::info("patterns source=freshclam version={} installed", v);
       else spdlog::error("patterns source=freshclam version={} refused: {}", v, esc(err));
+      if (!ok && ev) ev("PATTERN_UPDATE_FAILED", "freshclam patterns " + v + " refused (the engine in use stays): " + err);
     });
     busy_ = false;
   });

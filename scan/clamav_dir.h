@@ -12,6 +12,8 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <thread>
@@ -35,13 +37,18 @@ bool is_signature_file(const std::string& name);
 
 class ClamavDirSource {
  public:
-  explicit ClamavDirSource(EngineManager& m) : m_(m) {}
+  // event(code, text): on the control loop, for a refused directory or a failed build.
+  using Event = std::function<void(const std::string& code, const std::string& text)>;
+  explicit ClamavDirSource(EngineManager& m, Event event = {}) : m_(m), event_(std::move(event)) {}
   ~ClamavDirSource();
   // dir = scan.clamav_database_dir now ("" = none: a set installed before is removed).
   void poll(const std::string& dir);
 
  private:
   EngineManager& m_;
+  Event event_;
+  std::mutex mu_;
+  std::string failed_;  // the checker thread's refusal, reported by the next poll()
   std::string dir_;
   std::string seen_;        // fingerprint last handed to a check
   std::thread checker_;

@@ -44,7 +44,9 @@ ScanService::ScanService(uv_loop_t* loop, const ScanConfig& sc) {
   engines_ = std::make_unique<EngineManager>([this](std::function<void()> fn) { post(std::move(fn)); });
   engines_->configure(limits_from(sc));
   pool_ = std::make_unique<ScanPool>(sc.threads, sc.queue_size);
-  dir_ = std::make_unique<ClamavDirSource>(*engines_);
+  dir_ = std::make_unique<ClamavDirSource>(*engines_, [this](const std::string& code, const std::string& text) {
+    if (sink_) sink_(code, text);
+  });
 }
 
 ScanService::~ScanService() {

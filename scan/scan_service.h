@@ -51,6 +51,8 @@ class ScanService {
   ScanMetrics& metrics() { return metrics_; }
   // The control loop's 1 s tick: the freshclam directory.
   void tick(const ScanConfig& sc);
+  // Where pattern-source failures go as events (the control plane's raise), on the control loop.
+  void set_event_sink(ClamavDirSource::Event sink) { sink_ = std::move(sink); }
   // SIGHUP: new limits (the engine is rebuilt when they changed). Threads and queue size are
   // fixed until restart.
   void configure(const ScanConfig& sc);
@@ -69,6 +71,7 @@ class ScanService {
   std::unique_ptr<ScanPool> pool_;
   std::unique_ptr<ClamavDirSource> dir_;
   ScanMetrics metrics_;
+  ClamavDirSource::Event sink_;
   bool closed_ = false;
 };
 

@@ -295,6 +295,7 @@ def test_freshclam_directory_change_is_picked_up_without_restart():
         with open(os.path.join(g.sigs, "broken.ndb"), "w") as f:
             f.write("not a signature\n")
         d.wait_log("event=PATTERN_ENGINE_BUILD_FAILED", 20)
+        d.wait_log("event code=PATTERN_UPDATE_FAILED severity=error freshclam patterns", 10)
         code, text = send_message(d.port, body=mail(new_marker))
         assert code == 554 and "Postern.Test.Second" in text, text
     with_gate(body)
