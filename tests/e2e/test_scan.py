@@ -325,3 +325,16 @@ def test_quarantined_while_the_database_is_down_is_indexed_when_it_is_back():
         with_gate(body, scan={"on_virus": "quarantine"}, extra={"database": {"url": pg.url}})
     finally:
         pg.cleanup()
+
+
+def test_failure_action_accept_delivers_with_verdict_error():
+    def body(g):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for i in range(400):
+                z.writestr("f%d.txt" % i, os.urandom(2048).hex())
+        code, text = send_message(g.d.port, body=mail(buf.getvalue(), name="big.zip"))
+        assert code == 250, text
+        hs = scan_headers(g.delivered()[0]["body"])
+        assert len(hs) == 1 and hs[0].endswith(b"; verdict=error (timeout)"), hs
+    with_gate(body, scan={"timeout": "5ms", "failure_action": "accept"})
