@@ -300,6 +300,7 @@ bool InboundConnection::scan_message(const Envelope& env) {
 void InboundConnection::scan_finished(const scan::ScanResult& r, const policy::ScanFacts& facts) {
   if (!session_ || !session_->awaiting_scan()) return;  // the client left: nothing was queued
   gate_answer(policy::decide(cfg_->scan, facts, r), &r);
+  if (w_.draining() && !session_->awaiting_commit()) session_->shutting_down();  // refused while draining
   after_session(true);
 }
 
@@ -352,6 +353,7 @@ void InboundConnection::commit_finished(bool ok) {
   else
     spdlog::error("queue_id={} commit failed: answered 451", env.queue_id);
   session_->commit_done(ok);
+  if (w_.draining()) session_->shutting_down();  // SIGTERM came while it was committed or scanned: 421 now
   after_session(true);
 }
 

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -338,3 +339,32 @@ def test_failure_action_accept_delivers_with_verdict_error():
         hs = scan_headers(g.delivered()[0]["body"])
         assert len(hs) == 1 and hs[0].endswith(b"; verdict=error (timeout)"), hs
     with_gate(body, scan={"timeout": "5ms", "failure_action": "accept"})
+
+
+def test_sigterm_with_a_scan_in_flight_answers_it_and_loses_nothing():
+    def body(g):
+        d = g.d
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for i in range(300):
+                z.writestr("f%d.txt" % i, os.urandom(2048).hex())
+        c = Smtp(d.port)
+        c.cmd("EHLO client.e2e")
+        assert c.cmd("MAIL FROM:<bob@remote.example>")[0] == 250
+        assert c.cmd("RCPT TO:<alice@example.test>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        c.send(mail(buf.getvalue(), name="big.zip") + ".\r\n")
+        d.signal(signal.SIGTERM)  # while the message is being scanned (or just after)
+        code, text = c.reply()
+        assert code == 250 and "queued as" in text, text
+        qid = QID.search(text).group(1)
+        code, text = c.reply()  # then the drain closes the session
+        assert code == 421, text
+        c.close()
+        rc = d.proc.wait(30)  # the SIGTERM above: posternd drains and exits by itself
+        d.proc = None
+        assert rc == 0, (rc, log_tail(d, 30))
+        d.wait_log("queue_id=%s client=127.0.0.1 scan verdict=clean" % qid)
+        delivered = [m for m in g.peer.messages() if qid.encode() in m["body"]]
+        assert delivered or qid in d.queued(), "the accepted message must be delivered or still queued"
+    with_gate(body)
