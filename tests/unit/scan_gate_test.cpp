@@ -259,3 +259,39 @@ TEST(ScanGateSession, ForgedScanHeaderIsRemoved) {
   ASSERT_EQ(f.h.committed.size(), 1u);
   EXPECT_NE(f.h.committed[0].find("x-POSTERN-scan: clamav"), std::string::npos);
 }
+
+TEST(ScanGateConfig, KeysDefaultsAndRefusals) {
+  auto c = parse_config("", "t.toml");
+  EXPECT_TRUE(c.scan.enabled);
+  EXPECT_EQ(c.scan.threads, 2u);
+  EXPECT_EQ(c.scan.timeout, std::chrono::seconds(30));
+  EXPECT_EQ(c.scan.max_scan_size, 25ull << 20);
+  EXPECT_EQ(c.scan.on_virus, ScanAction::kReject);
+  EXPECT_EQ(c.scan.failure_action, ScanFailureAction::kTempfail);
+  EXPECT_TRUE(c.scan.header);
+  c = parse_config("[scan]\nenabled = false\nthreads = 4\ntimeout = \"2s\"\nmax_scan_size = \"512KiB\"\n"
+                   "on_virus = \"quarantine\"\nfailure_action = \"accept\"\nclamav_database_dir = \"/var/lib/clamav\"\n"
+                   "header = false\nmax_files = 5\nmax_recursion = 3\nqueue_size = 7\n",
+                   "t.toml");
+  EXPECT_FALSE(c.scan.enabled);
+  EXPECT_EQ(c.scan.threads, 4u);
+  EXPECT_EQ(c.scan.max_scan_size, 512u * 1024);
+  EXPECT_EQ(c.scan.on_virus, ScanAction::kQuarantine);
+  EXPECT_EQ(c.scan.failure_action, ScanFailureAction::kAccept);
+  EXPECT_EQ(c.scan.clamav_database_dir, "/var/lib/clamav");
+  EXPECT_EQ(c.scan.queue_size, 7u);
+  EXPECT_EQ(parse_config("[scan]\nmax_scan_size = 4096\n", "t.toml").scan.max_scan_size, 4096u);
+  for (auto [text, key] : {std::pair{"on_virus = \"drop\"", "scan.on_virus"},
+                           std::pair{"failure_action = \"pass\"", "scan.failure_action"},
+                           std::pair{"max_scan_size = \"25XB\"", "scan.max_scan_size"},
+                           std::pair{"threads = 0", "scan.threads"},
+                           std::pair{"timeout = \"0s\"", "scan.timeout"},
+                           std::pair{"bogus = 1", "scan.bogus"}}) {
+    try {
+      parse_config(std::string("[scan]\n") + text + "\n", "t.toml");
+      ADD_FAILURE() << text << " was accepted";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+  }
+}
