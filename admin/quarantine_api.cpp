@@ -135,7 +135,11 @@ void QuarantineIndex::sync() {
   auto entries = rt_.spool->list_quarantined(kMaxListed);
   size_t n = 0;
   for (auto& e : entries) n += indexed_.count(e.queue_id) ? 0 : 1;
-  pending_ = n;
+  pending_ = n + states_.size();
+  if (db_.up() && !busy_) {
+    auto states = states_;
+    for (auto& [qid, state] : states) state_changed(qid, state);
+  }
   if (!db_.up() || busy_ || n == 0) return;
   busy_ = true;
   auto left = std::make_shared<size_t>(n);
@@ -161,12 +165,16 @@ void QuarantineIndex::sync() {
   }
 }
 
+// A release or delete: written now, or kept and written by the next sync() with the database up.
 void QuarantineIndex::state_changed(const std::string& qid, const std::string& state) {
   indexed_.erase(qid);
+  states_[qid] = state;
   if (!db_.up()) return;  // the row says 'quarantined' until then; the file is the record
   db_.query("UPDATE quarantine SET state = $3, updated_at = now() WHERE node = $1 AND queue_id = $2",
-            {node_, qid, state}, [qid](PgResult r) {
-              if (!r.ok) spdlog::warn("queue_id={} quarantine index update failed: {}", qid, esc(r.error));
+            {node_, qid, state}, [this, qid, state](PgResult r) {
+              if (!r.ok) return spdlog::warn("queue_id={} quarantine index update failed: {}", qid, esc(r.error));
+              auto it = states_.find(qid);
+              if (it != states_.end() && it->second == state) states_.erase(it);
             });
 }
 

@@ -15,6 +15,7 @@
 
 #include <uv.h>
 
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -47,6 +48,7 @@ class QuarantineIndex {
   PgClient& db_;
   std::string node_;
   std::set<std::string> indexed_;  // entries the database has confirmed
+  std::map<std::string, std::string> states_;  // release/delete not yet written (in memory only)
   int64_t seen_mtime_ns_ = -1;
   bool busy_ = false;
   size_t pending_ = 0;

@@ -323,6 +323,13 @@ def test_quarantined_while_the_database_is_down_is_indexed_when_it_is_back():
             pg.start()
             wait_for(lambda: row(qid) == "quarantined", 30, "the index row written once the database is back")
             assert metric_index(d) == 0
+            # A release while it is down again is written when it is back.
+            pg.stop()
+            wait_for(lambda: d.api("GET", "/api/v1/health")[1]["database"] == "down", 15, "the database down again")
+            assert d.ctl("quarantine", "release", qid)[0] == 0
+            g.delivered()
+            pg.start()
+            wait_for(lambda: row(qid) == "released", 30, "the release written once the database is back")
         with_gate(body, scan={"on_virus": "quarantine"}, extra={"database": {"url": pg.url}})
     finally:
         pg.cleanup()
