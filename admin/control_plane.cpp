@@ -135,6 +135,8 @@ void ControlPlane::start() {
                                          raise(c, s, t, "", a);
                                        });
   certs_->start();
+  quarantine_ = std::make_unique<QuarantineIndex>(loop_, rt_, *db_, node_);
+  quarantine_->start();
   db_->start();
 
   licenses_ = std::make_unique<LicenseManager>(loop_, rt_, sched_, LicenseManager::Hooks{
@@ -145,7 +147,10 @@ void ControlPlane::start() {
   patterns_ = std::make_unique<PatternManager>(loop_, rt_, PatternManager::Hooks{
       [this](const std::string& c, const std::string& sev, const std::string& t, bool alert) { raise(c, sev, t, "", alert); },
       [this](const std::string& c) { resolve_alert(c); },
-      nullptr});  // engine_install: EngineManager::install once the gate is merged (see pattern_manager.h)
+      [this](scan::PatternSet s, PatternManager::EngineDone d) {
+        if (!rt_.engines) return d(false, "no scanning engine in this process");
+        rt_.engines->install(std::move(s), std::move(d));
+      }});
   patterns_->start();
 
   std::string token = ensure_token(cfg->state_dir);
@@ -176,6 +181,7 @@ void ControlPlane::stop() {
   if (expiry_) expiry_->close();
   if (licenses_) licenses_->stop();
   if (patterns_) patterns_->stop();
+  if (quarantine_) quarantine_->stop();
   if (db_) db_->stop();
   if (embedded_) embedded_->stop();
 }
@@ -319,6 +325,7 @@ void ControlPlane::on_db_state(bool up) {
     load_state();
     certs_->on_db_up();
     if (licenses_) licenses_->reload_from_database();
+    if (quarantine_) quarantine_->sync();  // entries quarantined while it was down
   } else {
     outage_open_ = true;
     raise("DATABASE_UNAVAILABLE", "error",
@@ -409,6 +416,7 @@ void ControlPlane::handle(const HttpRequest& req, Responder respond) {
   if (area == "patterns" && patterns_) return pattern_api(*patterns_, req, p, std::move(respond));
   if (area == "version" && m == "GET") return respond(ok_json({{"version", POSTERN_VERSION}, {"node", node_}}));
   if (area == "certificates") return certs_->handle(req, p, std::move(respond));
+  if (area == "quarantine") return quarantine_api(rt_, sched_, quarantine_.get(), req, p, std::move(respond));
   if (area == "roles" && m == "GET") {
     json roles = json::array();
     for (tls::Role r : tls::kRoles) roles.push_back(role_json(rt_.tls.role(r)));
@@ -584,6 +592,7 @@ std::string ControlPlane::metrics() const {
   o << "postern_events_total " << events_raised_ << "\n";
   if (licenses_) o << licenses_->metrics();
   if (patterns_) o << patterns_->metrics();
+  o << scan_metrics(rt_);
   return o.str();
 }
 

@@ -19,6 +19,7 @@
 #include "admin/pattern_manager.h"
 #include "admin/pg_client.h"
 #include "admin/pg_embedded.h"
+#include "admin/quarantine_api.h"
 #include "base/snapshot.h"
 #include "mta/queue/scheduler.h"
 #include "mta/runtime.h"
@@ -99,6 +100,7 @@ class ControlPlane {
   std::unique_ptr<LicenseManager> licenses_;
   std::unique_ptr<CertStore> certs_;
   std::unique_ptr<PatternManager> patterns_;
+  std::unique_ptr<QuarantineIndex> quarantine_;  // the quarantine table, kept in step with the spool
   Snapshot<ControlState> state_;
   std::deque<std::string> buffered_;  // events (JSON) waiting for the database
   size_t replaying_ = 0;              // buffered events sent to the database, not yet answered

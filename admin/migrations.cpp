@@ -122,6 +122,26 @@ CREATE TABLE IF NOT EXISTS license_meta (
   updated_at timestamptz NOT NULL DEFAULT now()
 );
 )SQL"},
+      // The scanning gate (issue 12): one row per quarantined message, the index of the spool's
+      // quarantine area (the files are the record). Step 1's per-recipient table was never
+      // written; it is replaced.
+      {4, R"SQL(
+DROP TABLE IF EXISTS quarantine;
+CREATE TABLE quarantine (
+  queue_id    text NOT NULL,
+  node        text NOT NULL,
+  received_at timestamptz NOT NULL,
+  sender      text NOT NULL,
+  recipients  jsonb NOT NULL,
+  subject     text,
+  signature   text NOT NULL,
+  size        bigint NOT NULL,
+  state       text NOT NULL DEFAULT 'quarantined' CHECK (state IN ('quarantined', 'released', 'deleted')),
+  updated_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (node, queue_id)
+);
+CREATE INDEX quarantine_state ON quarantine (state, received_at);
+)SQL"},
   };
   return m;
 }

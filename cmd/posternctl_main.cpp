@@ -17,6 +17,7 @@
 
 #include "cmd/posternctl_license.h"
 #include "cmd/posternctl_patterns.h"
+#include "cmd/posternctl_quarantine.h"
 #include "cmd/posternctl_cert.h"
 #include "conf/config.h"
 
@@ -122,6 +123,7 @@ void print_roles(const json& roles) {
 void print_result(const std::string& method, const std::string& path, const json& j) {
   if (postern::ctl::print_license(path, j)) return;
   if (postern::ctl::print_patterns(path, j)) return;
+  if (postern::ctl::print_quarantine(method, path, j)) return;
   if (path == "/api/v1/queue" && j.is_array()) print_queue(j);
   else if (path.rfind("/api/v1/queue/", 0) == 0 && method == "GET" && j.is_object()) print_message(j);
   else if ((path.rfind("/api/v1/events", 0) == 0 || path == "/api/v1/alerts") && j.is_array()) print_events(j);
@@ -250,6 +252,7 @@ int run(int argc, char** argv) {
       ->callback([&] { method = "POST"; path = "/api/v1/tls/flush-tickets"; });
   postern::ctl::add_license_commands(app, method, path, request_body);
   postern::ctl::add_patterns_commands(app, method, path, request_body);
+  postern::ctl::add_quarantine_commands(app, method, path);
   auto* cert_cmds = postern::ctl::add_cert_commands(app);
   try {
     app.parse(argc, argv);

@@ -34,6 +34,7 @@
 #include "mta/runtime.h"
 #include "mta/worker.h"
 #include "policy/recipient_map.h"
+#include "scan/scan_service.h"
 #include "tls/tls_roles.h"
 
 namespace postern {
@@ -49,6 +50,7 @@ struct Daemon {
   uv_timer_t drain_watch{};
   std::unique_ptr<mta::Scheduler> scheduler;
   std::unique_ptr<admin::ControlPlane> control;
+  std::unique_ptr<scan::ScanService> scan;  // the scanning gate's engine, pool and freshclam source
   bool draining = false;
   bool signals_open = false;
   int state_lock = -1;
@@ -112,6 +114,7 @@ std::string reload(Daemon& d, const std::string& why) {
     d.rt.config.publish(next);
     d.recipient_map_watch.reset(next->relay.recipient_map);  // read just now
     apply_fd_budget(d, *next);
+    if (d.scan) d.scan->configure(next->scan);
     spdlog::info("reload: config applied from {}", next->path);
   }
   for (tls::Role r : tls::kRoles)  // a role the store binds is rebuilt from its binding, else from its files
@@ -209,6 +212,7 @@ void begin_drain(Daemon& d, const char* why) {
       if (!w->finished()) return;
     g_daemon->scheduler->stop();
     g_daemon->control->stop();
+    g_daemon->scan->stop();  // every scan has answered: the workers waited for them
     uv_close(reinterpret_cast<uv_handle_t*>(t), nullptr);
   }, 50, 50);
 }
@@ -252,6 +256,11 @@ int run(const std::string& config_path, const std::string& test_clock) {
   d.rt.spool = d.spool.get();
   d.rt.spool_free_bytes = d.spool->free_bytes();
 
+  d.scan = std::make_unique<scan::ScanService>(d.loop, cfg->scan);
+  d.rt.scan = d.scan.get();
+  d.rt.engines = &d.scan->engines();
+  d.scan->tick(cfg->scan);  // the freshclam directory, before the first message
+
   unsigned n = cfg->workers ? cfg->workers : std::max(1u, std::thread::hardware_concurrency());
   try {
     for (unsigned i = 0; i < n; ++i) {
@@ -275,6 +284,9 @@ int run(const std::string& config_path, const std::string& test_clock) {
   d.control = std::make_unique<admin::ControlPlane>(
       d.loop, d.rt, *d.scheduler,
       admin::ControlPlane::Hooks{[](const std::string& why) { return reload(*g_daemon, why); }});
+  d.scan->set_event_sink([](const std::string& code, const std::string& text) {
+    g_daemon->control->raise(code, "error", text);
+  });
   try {
     d.control->start();
   } catch (const std::exception& e) {
@@ -283,6 +295,7 @@ int run(const std::string& config_path, const std::string& test_clock) {
     d.control->stop();
     for (auto& w : d.workers) w->drain(std::chrono::milliseconds(0));
     d.scheduler->stop();
+    d.scan->stop();
     uv_run(d.loop, UV_RUN_DEFAULT);
     for (auto& w : d.workers) w->join();
     return 1;
@@ -301,6 +314,7 @@ int run(const std::string& config_path, const std::string& test_clock) {
     auto now_cfg = dm.rt.config.load();
     dm.rt.tls.tick(std::chrono::system_clock::now(), now_cfg->tls.ticket_key_rotation);
     if (dm.recipient_map_watch.poll(now_cfg->relay.recipient_map)) reload_recipient_map(dm);
+    dm.scan->tick(now_cfg->scan);
   }, 1000, 1000);
 
   std::string listen;
@@ -314,6 +328,7 @@ int run(const std::string& config_path, const std::string& test_clock) {
 
   uv_run(d.loop, UV_RUN_DEFAULT);
   for (auto& w : d.workers) w->join();
+  d.scan->stop();  // every scan has answered by now (the workers waited for them)
   d.spool->stop();
   spdlog::info("posternd stopped");
   spdlog::default_logger()->flush();

@@ -147,6 +147,50 @@ bool valid_timezone(const std::string& t) {
   return m < 60 && (h < 14 || (h == 14 && m == 0));
 }
 
+// "25MiB", "512KiB", "1GiB", "1048576" (bytes), or an integer.
+bool parse_byte_size(const std::string& s, uint64_t& out) {
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p == s.data()) return false;
+  std::string unit(p, s.data() + s.size());
+  uint64_t mul = unit.empty() || unit == "B" ? 1 : unit == "KiB" ? 1ull << 10 : unit == "MiB" ? 1ull << 20
+               : unit == "GiB" ? 1ull << 30 : 0;
+  if (mul == 0 || v > (UINT64_MAX / mul)) return false;
+  out = v * mul;
+  return true;
+}
+
+void load_scan(const toml::table* t, ScanConfig& sc) {
+  Section s(t, "scan");
+  s.boolean("enabled", sc.enabled);
+  s.uint("threads", sc.threads, 1, 64);
+  s.uint("queue_size", sc.queue_size, 1, 100000);
+  s.duration("timeout", sc.timeout);
+  if (sc.timeout.count() < 1 || sc.timeout > std::chrono::hours(1)) fail("scan.timeout", "must be between 1ms and 1h");
+  if (auto* n = s.get("max_scan_size")) {
+    std::string txt = n->is_integer() ? std::to_string(*n->value<int64_t>()) : n->value_or(std::string("?"));
+    if (!parse_byte_size(txt, sc.max_scan_size) || sc.max_scan_size < 1024 || sc.max_scan_size > (4ull << 30))
+      fail("scan.max_scan_size", "must be a size between 1KiB and 4GiB like \"25MiB\" (got '" + txt + "')");
+  }
+  s.uint("max_files", sc.max_files, 1, 1000000);
+  s.uint("max_recursion", sc.max_recursion, 1, 64);
+  std::string v = "reject", f = "tempfail";
+  s.str("on_virus", v);
+  if (v == "reject") sc.on_virus = ScanAction::kReject;
+  else if (v == "quarantine") sc.on_virus = ScanAction::kQuarantine;
+  else if (v == "tag") sc.on_virus = ScanAction::kTag;
+  else if (v == "deliver") sc.on_virus = ScanAction::kDeliver;
+  else fail("scan.on_virus", "must be one of reject, quarantine, tag, deliver (got '" + v + "')");
+  s.str("failure_action", f);
+  if (f == "tempfail") sc.failure_action = ScanFailureAction::kTempfail;
+  else if (f == "reject") sc.failure_action = ScanFailureAction::kReject;
+  else if (f == "accept") sc.failure_action = ScanFailureAction::kAccept;
+  else fail("scan.failure_action", "must be one of tempfail, reject, accept (got '" + f + "')");
+  s.str("clamav_database_dir", sc.clamav_database_dir);
+  s.boolean("header", sc.header);
+  s.finish();
+}
+
 void check_license(const LicenseConfig& l) {
   if (!l.server.empty() && l.server.rfind("http://", 0) != 0 && l.server.rfind("https://", 0) != 0)
     fail("license.server", "must be \"\" or an http:// or https:// URL");
@@ -457,6 +501,7 @@ Config parse_config(std::string_view text, const std::string& path) {
   lic.str("admin_email", c.license.admin_email);
   lic.finish();
   check_license(c.license);
+  load_scan(top.table("scan"), c.scan);
 
   Section upd(top.table("updates"), "updates");  // [updates]: pattern bundles
   upd.str("server", c.updates.server);

@@ -165,6 +165,23 @@ struct UpdatesConfig {
   std::chrono::milliseconds timeout{std::chrono::minutes(2)};  // one download
 };
 
+// [scan]: the scanning gate (policy/scan_gate.h) and its libclamav engine (scan/engine.h).
+enum class ScanAction { kReject, kQuarantine, kTag, kDeliver };       // scan.on_virus
+enum class ScanFailureAction { kTempfail, kReject, kAccept };           // scan.failure_action
+struct ScanConfig {
+  bool enabled = true;
+  unsigned threads = 2;           // scan threads (never a loop thread)
+  unsigned queue_size = 64;       // scans waiting for a thread; more: scan.failure_action
+  std::chrono::milliseconds timeout{std::chrono::seconds(30)};  // per message (CL_ENGINE_MAX_SCANTIME)
+  uint64_t max_scan_size = 25ull << 20;  // bytes scanned per message (and per file inside it)
+  uint32_t max_files = 10000;     // files inside archives, per message
+  uint32_t max_recursion = 16;    // archive nesting
+  ScanAction on_virus = ScanAction::kReject;
+  ScanFailureAction failure_action = ScanFailureAction::kTempfail;
+  std::string clamav_database_dir;  // "" = none; else a freshclam directory (PatternSet "freshclam")
+  bool header = true;               // X-Postern-Scan: on every scanned message
+};
+
 struct Config {
   std::string path;  // where it was loaded from
   // [server]
@@ -185,6 +202,7 @@ struct Config {
   HttpClientConfig http_client;
   LicenseConfig license;
   UpdatesConfig updates;
+  ScanConfig scan;
   std::string admin_listen = "127.0.0.1:8445";
   HttpLimits admin;
   std::string admin_tls_cert_file, admin_tls_key_file;  // empty: <state_dir>/certs/default_console.*

@@ -47,6 +47,12 @@ struct Envelope {
   // The content holds bytes >= 0x80, whatever BODY= said (many clients declare 8BITMIME for
   // ASCII, a few send 8-bit without it): decides BODY=8BITMIME and 7-bit conversion outbound.
   bool eight_bit = false;
+  // The scanning gate (policy/scan_gate.h): the X-Postern-Scan header line(s), CRLF-terminated,
+  // sent in front of the stored message on delivery ("" = none); and, for a message the gate
+  // quarantined, the signature it hit (the spool keeps it in quarantine/, not active/).
+  std::string scan_header;
+  std::string quarantined;
+  int64_t released_at = 0;  // unix seconds: released from quarantine into the active queue
   // Queue state.
   uint32_t attempts = 0;
   int64_t next_attempt = 0;  // unix seconds; 0 = now

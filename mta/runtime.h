@@ -19,6 +19,11 @@
 #include "tls/session_cache.h"
 #include "tls/tls_roles.h"
 
+namespace postern::scan {
+class EngineManager;
+class ScanService;
+}
+
 namespace postern::mta {
 
 struct Counters {
@@ -71,8 +76,14 @@ struct Runtime {
   std::atomic<uint32_t> session_limit{2000};
   // Time for everything with a deadline (base/clock.h); posternd --test-clock replaces it.
   const Clock* clock = &real_clock();
+  // The scanning room (scan/scan_service.h), set by posternd before the workers start; null in
+  // tools and tests that run no gate (then messages commit unscanned, with no header).
+  scan::ScanService* scan = nullptr;
+  scan::EngineManager* engines = nullptr;  // = &scan->engines(): pattern sources install here
   // Called (from the committer thread) for every message committed by the inbound side.
   std::function<void(const Envelope&)> on_queued;
+  // ... and for every message the gate put in the quarantine area (the index is written from it).
+  std::function<void(const Envelope&)> on_quarantined;
 };
 
 }  // namespace postern::mta

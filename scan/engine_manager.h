@@ -41,6 +41,7 @@ struct PatternSet {
 };
 
 class Engine;  // scan/engine.h: an immutable compiled libclamav engine and the sets it holds
+struct EngineLimits;  // scan/engine.h: scan limits from [scan] (size, files, recursion, timeout)
 
 class EngineManager {
  public:
@@ -55,6 +56,9 @@ class EngineManager {
   // loop. done(true, "") once the new engine is published; done(false, why) when the load,
   // compile or a self-test failed — the previous engine (and the source's previous set) stays.
   void install(PatternSet set, Done done);
+  // The limits the next build uses (from [scan]); when they differ from the current engine's
+  // and sets are installed, the engine is rebuilt with them (a SIGHUP changed the config).
+  void configure(const EngineLimits& limits);
   // Drops a source's set (e.g. the freshclam directory was unconfigured) and rebuilds.
   void remove(const std::string& source, Done done);
   // The engine scans use now (nullptr before the first successful build).

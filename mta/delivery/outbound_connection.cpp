@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <ctime>
 
 #include "base/log.h"
 #include "mta/client/mime_downgrade.h"
@@ -64,6 +65,28 @@ bool is_local_address(const sockaddr_storage& a) {
 bool is_ip_literal(const std::string& host) {
   unsigned char buf[16];
   return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
+// What goes in front of the stored message: the gate's X-Postern-Scan line (the message file was
+// written before the verdict was known), noting a release from quarantine.
+std::string scan_prefix(const Envelope* env) {
+  if (!env || env->scan_header.empty()) return {};
+  std::string h = env->scan_header;
+  if (env->released_at && h.size() >= 2 && h.ends_with("\r\n")) {
+    std::time_t t = static_cast<std::time_t>(env->released_at);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char b[32];
+    std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    h.insert(h.size() - 2, std::string("; released from quarantine ") + b);
+  }
+  return h;
+}
+
+std::vector<smtp::ClientMessage> client_messages(const std::vector<JobMessage>& msgs) {
+  std::vector<smtp::ClientMessage> v;
+  for (auto& m : msgs) v.push_back({m.qid, m.env.get(), m.rcpts, m.size + scan_prefix(m.env.get()).size(), false, m.probe});
+  return v;
 }
 
 }  // namespace
@@ -233,9 +256,7 @@ void OutboundConnection::on_stream_connected(int status) {
   o.tls = cur_.no_tls ? TlsLevel::kNone : job_.tls;
   o.tls_possible = w_.runtime().tls.current(tls::Role::kOutboundMta) != nullptr;
   o.keep_open = cfg_->outbound.connection_cache_time.count() > 0;
-  std::vector<smtp::ClientMessage> msgs;
-  for (auto& m : job_.msgs) msgs.push_back({m.qid, m.env.get(), m.rcpts, m.size, false, m.probe});
-  session_ = std::make_unique<smtp::SmtpClientSession>(o, std::move(msgs));
+  session_ = std::make_unique<smtp::SmtpClientSession>(o, client_messages(job_.msgs));
   session_->set_downgrader([this](smtp::ClientMessage& m) { return downgrade(m); });
   arm_timer(cfg_->outbound.command_timeout);
 }
@@ -334,7 +355,8 @@ const JobMessage* OutboundConnection::job_message(const std::string& qid) const 
 bool OutboundConnection::downgrade(smtp::ClientMessage& m) {
   const JobMessage* jm = job_message(m.qid);
   std::string original, converted;
-  bool read = jm && queue::Spool::read_message(jm->path, m.size, original);
+  bool read = jm && queue::Spool::read_message(jm->path, jm->size, original);
+  if (read) original.insert(0, scan_prefix(jm->env.get()));
   if (!read || !smtp::downgrade_to_7bit(original, converted)) {
     spdlog::info("queue_id={} relay={} no 8BITMIME and the message {}", m.qid, esc(remote_),
                  !read ? "could not be read for conversion" : "cannot be converted to 7-bit MIME");
@@ -398,6 +420,17 @@ void OutboundConnection::begin_body() {
   stuffer_ = smtp::DotStuffer();
   body_active_ = true;
   session_->body_started();
+  if (!m.downgraded) {  // the gate's header first (the converted copy already holds it)
+    const JobMessage* jm = job_message(m.qid);
+    std::string prefix = scan_prefix(jm ? jm->env.get() : nullptr);
+    if (!prefix.empty() && session_->use_bdat()) {
+      stream_->write(prefix);
+    } else if (!prefix.empty()) {
+      std::string stuffed;
+      stuffer_.stuff(prefix, stuffed);
+      stream_->write(stuffed);
+    }
+  }
   arm_for_state();
   stream_body();
 }
@@ -502,10 +535,8 @@ void OutboundConnection::take_job(DeliveryJob job, Done done) {
   has_job_ = true;
   results_.clear();
   converted_.clear();
-  std::vector<smtp::ClientMessage> msgs;
-  for (auto& m : job_.msgs) msgs.push_back({m.qid, m.env.get(), m.rcpts, m.size, false, m.probe});
   arm_timer(cfg_->outbound.command_timeout);
-  session_->reuse(std::move(msgs));
+  session_->reuse(client_messages(job_.msgs));
   drive();
 }
 

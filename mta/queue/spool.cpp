@@ -13,7 +13,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -104,6 +106,11 @@ SpoolWriter::~SpoolWriter() {
   else spool_->pool_release(name_, std::max(old_size_, bytes_));
 }
 
+int SpoolWriter::open_for_read() const {
+  if (fd_ < 0 || failed_ || !spool_) return -1;
+  return ::openat(spool_->active_fd_, name_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+}
+
 bool SpoolWriter::write(std::string_view data) {
   if (failed_) return false;
   if (!write_all(fd_, data.data(), data.size())) {
@@ -126,6 +133,9 @@ Spool::Spool(std::string dir, SpoolOptions opts)
   commit_fd_ = open_dir();
   flush_fd_ = open_dir();
   changes_fd_ = open_dir();
+  fs::create_directories(dir_ + "/quarantine");
+  quarantine_fd_ = ::open((dir_ + "/quarantine").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (quarantine_fd_ < 0) throw std::runtime_error("cannot open " + dir_ + "/quarantine: " + std::strerror(errno));
   scan();
   thread_ = std::thread([this] { run(); });
   changes_thread_ = std::thread([this] { run_changes(); });
@@ -162,7 +172,7 @@ void Spool::check_kernel() const {
 
 Spool::~Spool() {
   stop();
-  for (int fd : {active_fd_, commit_fd_, flush_fd_, changes_fd_})
+  for (int fd : {active_fd_, commit_fd_, flush_fd_, changes_fd_, quarantine_fd_})
     if (fd >= 0) ::close(fd);
 }
 
@@ -498,7 +508,7 @@ std::unique_ptr<SpoolWriter> Spool::open(const std::string& qid) {
 void Spool::commit(std::unique_ptr<SpoolWriter> w, const Envelope& env, std::function<void(bool)> done) {
   Envelope stored = env;
   stored.message_size = w->bytes();  // what the file holds is what gets delivered
-  Pending p{std::move(w), envelope_to_json(stored), std::move(done)};
+  Pending p{std::move(w), envelope_to_json(stored), std::move(done), !env.quarantined.empty()};
   {
     std::lock_guard lk(mu_);
     pending_.push_back(std::move(p));
@@ -715,7 +725,7 @@ void Spool::write_tails(std::vector<Pending>& batch, std::vector<char>& ok) {
     std::string target = w.qid_ + ".msg";
     if (!write_all(w.fd_, tail.data(), tail.size()) ||
         (w.old_size_ > end && ::ftruncate(w.fd_, static_cast<off_t>(end)) != 0) ||
-        ::renameat(active_fd_, w.name_.c_str(), active_fd_, target.c_str()) != 0) {
+        ::renameat(active_fd_, w.name_.c_str(), batch[i].quarantine ? quarantine_fd_ : active_fd_, target.c_str()) != 0) {
       spdlog::error("queue_id={} cannot commit queue file: {}", w.qid_, std::strerror(errno));
       w.failed_ = true;  // the writer deletes its file
       continue;
@@ -728,7 +738,7 @@ void Spool::write_tails(std::vector<Pending>& batch, std::vector<char>& ok) {
 // A committed-but-not-durable file is taken back: never acknowledged, never recovered.
 void Spool::fail_committed(Pending& p, std::vector<char>& ok, size_t i, const char* why) {
   spdlog::error("queue_id={} not acknowledged: {}", p.w->qid_, why);
-  ::unlinkat(active_fd_, (p.w->qid_ + ".msg").c_str(), 0);
+  ::unlinkat(p.quarantine ? quarantine_fd_ : active_fd_, (p.w->qid_ + ".msg").c_str(), 0);
   ok[i] = 0;
 }
 
@@ -754,11 +764,74 @@ void Spool::sync_batch(std::vector<Pending>& batch, std::vector<char>& ok) {
       fail_committed(batch[i], ok, i, (std::string("fdatasync failed: ") + std::strerror(errno)).c_str());
     }
   }
-  if (opts_.ops.fsync(commit_fd_) != 0) {
+  bool quarantined = false;
+  for (size_t i = 0; i < batch.size(); ++i) quarantined |= ok[i] && batch[i].quarantine;
+  if (opts_.ops.fsync(commit_fd_) != 0 || (quarantined && opts_.ops.fsync(quarantine_fd_) != 0)) {
     note_sync_error("directory", errno);
     for (size_t i = 0; i < batch.size(); ++i)
       if (ok[i]) fail_committed(batch[i], ok, i, "the directory sync failed");
   }
+}
+
+namespace {
+
+bool valid_qid(const std::string& qid) {
+  return !qid.empty() && qid.size() <= 64 &&
+         std::all_of(qid.begin(), qid.end(), [](unsigned char c) { return std::isalnum(c) != 0; });
+}
+
+}  // namespace
+
+std::vector<Envelope> Spool::list_quarantined(size_t max) const {
+  std::vector<Envelope> v;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator(dir_ + "/quarantine", ec);
+       !ec && it != std::filesystem::directory_iterator() && v.size() < max; it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    if (!name.ends_with(".msg")) continue;
+    Envelope env;
+    std::string err;
+    if (load_quarantined(name.substr(0, name.size() - 4), env, err)) v.push_back(std::move(env));
+  }
+  std::sort(v.begin(), v.end(), [](const Envelope& a, const Envelope& b) { return a.queue_id < b.queue_id; });
+  return v;
+}
+
+bool Spool::load_quarantined(const std::string& qid, Envelope& env, std::string& err) const {
+  if (!valid_qid(qid)) {
+    err = "no such message";
+    return false;
+  }
+  uint64_t len = 0;
+  if (!read_queue_file(quarantine_path(qid), qid, env, len, err)) return false;
+  env.message_size = len;
+  return true;
+}
+
+bool Spool::release_quarantined(const std::string& qid, int64_t now, Envelope& env, std::string& err) {
+  if (!load_quarantined(qid, env, err)) return false;
+  std::string name = qid + ".msg";
+  if (::renameat(quarantine_fd_, name.c_str(), active_fd_, name.c_str()) != 0 || ::fsync(quarantine_fd_) != 0 ||
+      ::fsync(flush_fd_) != 0) {
+    err = std::string("cannot move it into the active queue: ") + std::strerror(errno);
+    return false;
+  }
+  env.quarantined.clear();
+  env.released_at = now;
+  update(env);  // <qid>.env: released (a crash before it leaves it in active/ all the same)
+  return true;
+}
+
+bool Spool::delete_quarantined(const std::string& qid, std::string& err) {
+  if (!valid_qid(qid)) {
+    err = "no such message";
+    return false;
+  }
+  if (::unlinkat(quarantine_fd_, (qid + ".msg").c_str(), 0) != 0 || ::fsync(quarantine_fd_) != 0) {
+    err = errno == ENOENT ? "no such message" : std::strerror(errno);
+    return false;
+  }
+  return true;
 }
 
 uint64_t Spool::free_bytes() const {
@@ -793,6 +866,9 @@ std::string envelope_to_json(const Envelope& env) {
   j["held"] = env.held;
   j["is_bounce"] = env.is_bounce;
   j["delay_warned"] = env.delay_warned;
+  if (!env.scan_header.empty()) j["scan_header"] = env.scan_header;
+  if (!env.quarantined.empty()) j["quarantined"] = env.quarantined;
+  if (env.released_at) j["released_at"] = env.released_at;
   // Hostile bytes (invalid UTF-8 from SMTPUTF8 clients) are kept, never refused here.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
@@ -833,6 +909,9 @@ bool envelope_from_json(const std::string& text, Envelope& env) {
     env.held = j.value("held", false);
     env.is_bounce = j.value("is_bounce", false);
     env.delay_warned = j.value("delay_warned", false);
+    env.scan_header = j.value("scan_header", std::string());
+    env.quarantined = j.value("quarantined", std::string());
+    env.released_at = j.value("released_at", int64_t{0});
   } catch (const nlohmann::json::exception&) {
     return false;
   }

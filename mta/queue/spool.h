@@ -26,6 +26,11 @@
 // corrupt/ (it was never acknowledged). fsync never runs on a loop thread; commits are grouped so
 // durability does not cap throughput.
 //
+// Quarantine: a message the scanning gate quarantined (Envelope::quarantined) is committed the
+// same way, in the same batch and sync, but renamed into <state_dir>/queue/quarantine/<qid>.msg:
+// recovery never loads it and nothing delivers it. release_quarantined() moves it back into
+// active/ (renamed, both directories synced) with its envelope rewritten, for the scheduler.
+//
 // Write-back errors (security-sensitive: a lost error is a 250 for a message that is not on
 // disk). Since Linux 5.8 syncfs reports a write-back error of the filesystem once per open file
 // description, so every caller of syncfs has its own descriptor of the directory: the commit
@@ -68,6 +73,9 @@ class SpoolWriter {
   bool write(std::string_view data);  // false on any error (ENOSPC, EIO): the message fails
   const std::string& queue_id() const { return qid_; }
   uint64_t bytes() const { return bytes_; }
+  // A read-only descriptor of the file being written, for the scanning gate's thread (read with
+  // pread; it stays valid whatever becomes of the writer). -1 on error. The caller closes it.
+  int open_for_read() const;
 
  private:
   friend class Spool;
@@ -133,6 +141,14 @@ class Spool {
   void update(const Envelope& env);
   // Retires a message whose every recipient is done; batched, asynchronous.
   void remove(const std::string& qid);
+  // The quarantine area (see above). Each entry's embedded envelope (message_size set).
+  std::vector<Envelope> list_quarantined(size_t max) const;
+  bool load_quarantined(const std::string& qid, Envelope& env, std::string& err) const;
+  std::string quarantine_path(const std::string& qid) const { return dir_ + "/quarantine/" + qid + ".msg"; }
+  // Moves it into the active queue durably and records `released_at` (and clears quarantined) in
+  // its envelope; env = that envelope, for the scheduler. false (with why) if it is not there.
+  bool release_quarantined(const std::string& qid, int64_t now, Envelope& env, std::string& err);
+  bool delete_quarantined(const std::string& qid, std::string& err);
   // Free bytes on the spool's filesystem (statvfs; cheap enough to call once a second).
   uint64_t free_bytes() const;
   const std::string& dir() const { return dir_; }
@@ -166,6 +182,7 @@ class Spool {
     std::unique_ptr<SpoolWriter> w;
     std::string env_json;
     std::function<void(bool)> done;
+    bool quarantine = false;
   };
   struct FreeFile {
     std::string name;
@@ -205,6 +222,7 @@ class Spool {
   int commit_fd_ = -1;   // the commit's own descriptor: only commit_batch syncs through it
   int flush_fd_ = -1;    // the committer's flushes of retirements and renames
   int changes_fd_ = -1;  // the changes thread's syncs of envelope rewrites
+  int quarantine_fd_ = -1;  // quarantine/: renames into it, its fsync in "file" mode
   std::atomic<uint64_t> sync_errors_{0};
   std::atomic<uint64_t> last_id_us_{0};  // queue IDs only move forward, whatever the clock does
   std::atomic<uint32_t> id_counter_{0};

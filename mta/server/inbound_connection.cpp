@@ -13,6 +13,7 @@
 #include "mta/connection_host.h"
 #include "mta/dns/resolver.h"
 #include "policy/client_limits.h"
+#include "scan/scan_service.h"
 
 namespace postern::mta {
 namespace {
@@ -245,6 +246,86 @@ bool InboundConnection::begin_message(const Envelope& env) {
 
 bool InboundConnection::write_body(std::string_view bytes) { return writer_ && writer_->write(bytes); }
 
+// --- the scanning gate: the written, not yet committed file is scanned on a scan thread -------
+
+policy::ScanFacts InboundConnection::scan_facts(const scan::Engine* engine, bool stale) const {
+  policy::ScanFacts f;
+  f.engine_version = scan::clamav_version();
+  f.stale = stale;
+  int64_t now = w_.runtime().clock->unix_seconds();
+  if (engine)
+    for (auto& s : engine->sets()) f.patterns.push_back({s.source, s.version, now - s.issued_at});
+  return f;
+}
+
+bool InboundConnection::scan_message(const Envelope& env) {
+  auto& rt = w_.runtime();
+  if (!rt.scan || !writer_) return false;
+  const ScanConfig& sc = cfg_->scan;
+  auto lic = rt.licenses.load();
+  auto av = lic ? lic->get(licensing::LicenseKind::kAntivirus).status.state : licensing::State::kNotActivated;
+  switch (policy::pre_scan(sc, av)) {
+    case policy::GatePre::kOff: return false;
+    case policy::GatePre::kNotActivated: gate_answer(policy::not_activated_decision(sc), nullptr); return true;
+    case policy::GatePre::kScan: break;
+  }
+  auto engine = rt.engines ? rt.engines->current() : nullptr;
+  policy::ScanFacts facts = scan_facts(engine.get(), av == licensing::State::kExpired);
+  scan::ScanResult fail;
+  fail.error = "no_engine";
+  int fd = engine ? writer_->open_for_read() : -1;
+  if (engine && fd < 0) fail.error = "engine";
+  if (fd >= 0) {
+    ConnectionHost* w = &w_;
+    uint64_t id = id_, len = writer_->bytes();
+    w->commit_started();  // the loop stays up until the verdict is in
+    bool queued = rt.scan->pool().submit([w, id, fd, len, engine, facts] {
+      scan::ScanResult r = engine->scan_fd(fd, len);
+      ::close(fd);
+      w->post([w, id, r, facts] {
+        if (auto* c = w->find_conn(id)) c->scan_finished(r, facts);
+        w->commit_answered();
+      });
+    });
+    if (queued) return true;
+    ::close(fd);
+    w->commit_answered();
+    fail.error = "queue_full";
+  }
+  spdlog::warn("queue_id={} client={} not scanned: {}", env.queue_id, ip_, fail.error);
+  gate_answer(policy::decide(sc, facts, fail), nullptr);
+  return true;
+}
+
+void InboundConnection::scan_finished(const scan::ScanResult& r, const policy::ScanFacts& facts) {
+  if (!session_ || !session_->awaiting_scan()) return;  // the client left: nothing was queued
+  gate_answer(policy::decide(cfg_->scan, facts, r), &r);
+  if (w_.draining() && !session_->awaiting_commit()) session_->shutting_down();  // refused while draining
+  after_session(true);
+}
+
+// Metrics and the log line, then the session commits, quarantines or answers.
+void InboundConnection::gate_answer(const policy::GateDecision& d, const scan::ScanResult* r) {
+  auto& m = w_.runtime().scan->metrics();
+  m.verdict(d.verdict);
+  if (r) m.observe(r->seconds);
+  if (!d.failure.empty()) m.failure(d.failure);
+  const auto& env = session_->envelope();
+  spdlog::info("queue_id={} client={} scan verdict={}{}{} seconds={:.3f} action={}", env.queue_id, ip_, d.verdict,
+               d.signature.empty() ? "" : " signature=", esc(d.signature.empty() ? d.failure : d.signature),
+               r ? r->seconds : 0.0,
+               d.action == policy::GateAction::kCommit ? "deliver"
+               : d.action == policy::GateAction::kQuarantine ? "quarantine"
+               : d.action == policy::GateAction::kReject ? "reject" : "tempfail");
+  smtp::ScanOutcome o;
+  o.commit = d.action == policy::GateAction::kCommit || d.action == policy::GateAction::kQuarantine;
+  o.quarantine = d.action == policy::GateAction::kQuarantine;
+  o.signature = d.signature;
+  o.header = d.header;
+  o.reply = d.reply;
+  session_->scan_done(std::move(o));
+}
+
 void InboundConnection::commit_message(const Envelope& env) {
   ConnectionHost* w = &w_;
   uint64_t id = id_;
@@ -254,7 +335,8 @@ void InboundConnection::commit_message(const Envelope& env) {
   w->commit_started();
   rt.spool->commit(std::move(writer_), env, [w, id, qid, &rt, env](bool ok) {
     (ok ? rt.counters.messages_accepted : rt.counters.messages_commit_failed).fetch_add(1);
-    if (ok && rt.on_queued) rt.on_queued(env);
+    if (ok && env.quarantined.empty() && rt.on_queued) rt.on_queued(env);
+    if (ok && !env.quarantined.empty() && rt.on_quarantined) rt.on_quarantined(env);
     w->post([w, id, qid, ok] {
       if (auto* c = w->find_conn(id)) c->commit_finished(ok);
       else if (ok) spdlog::info("queue_id={} accepted after the client left (possible duplicate)", qid);
@@ -271,6 +353,7 @@ void InboundConnection::commit_finished(bool ok) {
   else
     spdlog::error("queue_id={} commit failed: answered 451", env.queue_id);
   session_->commit_done(ok);
+  if (w_.draining()) session_->shutting_down();  // SIGTERM came while it was committed or scanned: 421 now
   after_session(true);
 }
 

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "mta/queue/spool.h"
+#include "policy/scan_gate.h"
 #include "mta/server/smtp_server_session.h"
 #include "tls/tls_stream.h"
 
@@ -33,6 +34,8 @@ class InboundConnection : public smtp::SessionHooks, public tls::StreamHandler {
   void drain();        // SIGTERM: finish up, then 421
   void force_close();  // drain deadline passed
   void commit_finished(bool ok);
+  // The scan thread's answer (posted to this loop): the gate decides, the session goes on.
+  void scan_finished(const scan::ScanResult& r, const policy::ScanFacts& facts);
   uint64_t id() const { return id_; }
 
   // SessionHooks
@@ -42,6 +45,7 @@ class InboundConnection : public smtp::SessionHooks, public tls::StreamHandler {
   bool disk_below_floor() override;
   bool begin_message(const Envelope& env) override;
   bool write_body(std::string_view bytes) override;
+  bool scan_message(const Envelope& env) override;
   void commit_message(const Envelope& env) override;
   void abort_message() override;
   smtp::RcptCheck check_recipient(const std::string& address) override;
@@ -63,6 +67,8 @@ class InboundConnection : public smtp::SessionHooks, public tls::StreamHandler {
   void arm_timer();
   void end_session();
   void refuse(const std::string& reply);
+  void gate_answer(const policy::GateDecision& d, const scan::ScanResult* r);
+  policy::ScanFacts scan_facts(const scan::Engine* engine, bool stale) const;
 
   static void timer_cb(uv_timer_t* t);
 

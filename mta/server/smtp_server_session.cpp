@@ -62,6 +62,7 @@ const char* state_name(State s) {
     case State::kRcpt: return "rcpt";
     case State::kData: return "data";
     case State::kBdatChunk: return "bdat";
+    case State::kAwaitScan: return "scan";
     case State::kAwaitCommit: return "commit";
     case State::kClosed: return "closed";
   }
@@ -127,7 +128,8 @@ bool SmtpServerSession::count_command() {
 }
 
 bool SmtpServerSession::wants_input() const {
-  return state_ != State::kAwaitCommit && state_ != State::kClosed && !starttls_pending_ && !rcpt_wait_;
+  return state_ != State::kAwaitCommit && state_ != State::kAwaitScan && state_ != State::kClosed &&
+         !starttls_pending_ && !rcpt_wait_;
 }
 
 void SmtpServerSession::feed(std::string_view bytes) {
@@ -163,7 +165,8 @@ void SmtpServerSession::discard_input() { src_pos_ = src_.size(); }
 void SmtpServerSession::process() {
   if (processing_) return;  // a hook answered synchronously; the running loop continues
   processing_ = true;
-  while (state_ != State::kClosed && state_ != State::kAwaitCommit && !starttls_pending_ && !rcpt_wait_ &&
+  while (state_ != State::kClosed && state_ != State::kAwaitCommit && state_ != State::kAwaitScan &&
+         !starttls_pending_ && !rcpt_wait_ &&
          src_pos_ < src_.size()) {
     std::string_view avail = src_.substr(src_pos_);
     if (state_ == State::kData) {
@@ -275,7 +278,7 @@ void SmtpServerSession::reset_transaction() {
   tx_ = Transaction{};
   tx_.body_buf = std::move(buf);
   if (state_ == State::kMail || state_ == State::kRcpt || state_ == State::kData ||
-      state_ == State::kBdatChunk || state_ == State::kAwaitCommit)
+      state_ == State::kBdatChunk || state_ == State::kAwaitCommit || state_ == State::kAwaitScan)
     set_state(State::kReady);
 }
 
@@ -607,8 +610,13 @@ void SmtpServerSession::content_piece(const char* p, size_t n) {
     classify_line(p, text, eol);
     if (rejecting()) return;
   }
-  if (tx_.in_header && tx_.kind != LineKind::kBody && cfg_->smtp.long_lines == LongLinePolicy::kFold) {
+  if (tx_.in_header && tx_.drop_field) {  // a sender's X-Postern-Scan: (forged): never stored
+    tx_.line_buf.clear();
+    tx_.line_len = 0;
+  } else if (tx_.in_header && tx_.kind != LineKind::kBody && cfg_->smtp.long_lines == LongLinePolicy::kFold) {
     header_line_piece(p, text, eol);
+  } else if (tx_.in_header && !eol && (tx_.kind == LineKind::kName || tx_.kind == LineKind::kNameWsp)) {
+    tx_.line_buf.append(p, text);  // the field name is not complete yet: held until it is (<= kMaxLine)
   } else {
     if (!tx_.line_buf.empty()) {  // held as a possible header line; it is not one
       std::string held;
@@ -637,6 +645,7 @@ void SmtpServerSession::classify_line(const char* p, size_t text, bool eol) {
     }
     switch (tx_.kind) {
       case LineKind::kStart:
+        if (!wsp(c)) tx_.drop_field = false;  // a new field (or the body): a dropped one has ended
         if (wsp(c)) tx_.kind = LineKind::kContinuation;
         else if (ftext(c)) tx_.kind = LineKind::kName;
         else tx_.kind = LineKind::kBody;
@@ -660,11 +669,17 @@ void SmtpServerSession::classify_line(const char* p, size_t text, bool eol) {
   if (eol && tx_.kind != LineKind::kField && tx_.kind != LineKind::kContinuation) {
     tx_.kind = LineKind::kBody;  // an empty line, or no colon before the end of the line
   }
-  if (tx_.kind == LineKind::kBody) tx_.in_header = false;
+  if (tx_.kind == LineKind::kBody) {
+    tx_.in_header = false;
+    tx_.drop_field = false;
+  }
 }
 
 void SmtpServerSession::field_name_done() {
   tx_.kind = LineKind::kField;
+  // The gate's own header: whatever a sender put there is removed (scan.enabled), so the one
+  // Postern adds on delivery is the only one.
+  if (cfg_->scan.enabled && std::string_view(tx_.name, tx_.name_len) == "x-postern-scan") tx_.drop_field = true;
   if (std::string_view(tx_.name, tx_.name_len) != "received") return;
   if (++tx_.hops >= cfg_->smtp.max_hops) set_fault(BodyFault::kTooManyHops);
 }
@@ -907,8 +922,29 @@ void SmtpServerSession::end_of_message() {
   }
   if (tx_.folded > 0)
     spdlog::info("queue_id={} client={} long_lines=folded breaks={}", tx_.env.queue_id, client_.ip, tx_.folded);
+  set_state(State::kAwaitScan);
+  if (hooks_.scan_message(tx_.env)) return;  // scan_done() follows (perhaps already has)
   set_state(State::kAwaitCommit);
   hooks_.commit_message(tx_.env);
+}
+
+void SmtpServerSession::scan_done(ScanOutcome o) {
+  if (state_ != State::kAwaitScan) return;
+  if (o.commit) {
+    tx_.env.scan_header = std::move(o.header);
+    if (o.quarantine) tx_.env.quarantined = o.signature.empty() ? "unknown" : o.signature;
+    set_state(State::kAwaitCommit);
+    hooks_.commit_message(tx_.env);
+    return;
+  }
+  spdlog::info("queue_id={} client={} refused by the scanning gate: {}", tx_.env.queue_id, client_.ip, esc(o.reply));
+  reset_transaction();  // the written file is discarded: nothing is queued
+  set_state(State::kReady);
+  reply(o.reply);
+  if (processing_) return;
+  src_ = in_;
+  src_pos_ = 0;
+  process();
 }
 
 void SmtpServerSession::commit_done(bool ok) {
@@ -943,12 +979,12 @@ std::string SmtpServerSession::received_header() const {
 }
 
 void SmtpServerSession::timeout() {
-  if (state_ == State::kClosed || state_ == State::kAwaitCommit) return;
+  if (state_ == State::kClosed || awaiting_commit()) return;
   close_with("421 4.4.2 " + cfg_->hostname + " Error: timeout exceeded");
 }
 
 void SmtpServerSession::session_expired() {
-  if (state_ == State::kClosed || state_ == State::kAwaitCommit) return;
+  if (state_ == State::kClosed || awaiting_commit()) return;
   close_with("421 4.4.2 " + cfg_->hostname + " Error: session duration limit exceeded");
 }
 
@@ -960,6 +996,8 @@ void SmtpServerSession::shutting_down() {
 
 void SmtpServerSession::connection_lost() {
   if (state_ == State::kAwaitCommit) return;  // the queue finishes it; the client may retry
+  // kAwaitScan: the client left before any verdict: the message is dropped (it never got a 250)
+  // and the driver ignores the scan's late answer.
   if (tx_.message_open) {
     hooks_.abort_message();
     tx_.message_open = false;

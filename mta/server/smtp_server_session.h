@@ -33,6 +33,7 @@ enum class State {
   kRcpt,          // at least one RCPT accepted
   kData,          // after 354, reading the body
   kBdatChunk,     // reading the bytes of a BDAT chunk
+  kAwaitScan,     // body complete and written, waiting for the scanning gate's verdict
   kAwaitCommit,   // body complete, waiting for the queue to make it durable
   kClosed,        // QUIT or 421 sent: the driver closes after flushing output
 };
@@ -60,6 +61,12 @@ class SessionHooks {
   virtual bool write_body(std::string_view bytes) = 0;
   // Body complete and valid: make it durable, then call SmtpServerSession::commit_done().
   virtual void commit_message(const Envelope& env) = 0;
+  // Body complete and written, before commit_message(): true = the driver scans it and calls
+  // SmtpServerSession::scan_done() (now or later); false = no gate, commit at once.
+  virtual bool scan_message(const Envelope& env) {
+    (void)env;
+    return false;
+  }
   // Drop what begin_message() started (RSET, error, lost connection).
   virtual void abort_message() = 0;
   // RCPT of a recipient at relay.domains from a client outside relay.networks, with
@@ -74,6 +81,15 @@ struct ClientInfo {
   std::string ip;
   unsigned char addr[16] = {};
   int family = 0;
+};
+
+// The scanning gate's answer (policy/scan_gate.h decides it, the driver hands it over).
+struct ScanOutcome {
+  bool commit = true;       // true: commit (250); false: refuse with `reply`, the file discarded
+  bool quarantine = false;  // commit into the spool's quarantine area (signature in `signature`)
+  std::string signature;
+  std::string header;       // X-Postern-Scan line(s) for the envelope ("" = none)
+  std::string reply;        // !commit: "554 5.7.1 ..." or "451 4.7.1 ..."
 };
 
 // Why a message will be refused at its end; the first fault stops storing its bytes.
@@ -113,6 +129,7 @@ class SmtpServerSession {
   bool tls_active() const { return tls_active_; }
 
   void commit_done(bool ok);  // the queue's answer to commit_message()
+  void scan_done(ScanOutcome o);  // the gate's answer to scan_message(); ignored unless awaiting it
   // The answer to a check_recipient() that said kPending (never kPending itself). Ignored
   // unless the session is waiting for it; the input behind the RCPT is processed then.
   void recipient_checked(RcptCheck c);
@@ -125,7 +142,9 @@ class SmtpServerSession {
   State state() const { return state_; }
   bool closed() const { return state_ == State::kClosed; }
   bool in_body() const { return state_ == State::kData || state_ == State::kBdatChunk; }
-  bool awaiting_commit() const { return state_ == State::kAwaitCommit; }
+  // Waiting for the queue or the gate: no timeout applies, the answer comes within bounds.
+  bool awaiting_commit() const { return state_ == State::kAwaitCommit || state_ == State::kAwaitScan; }
+  bool awaiting_scan() const { return state_ == State::kAwaitScan; }
   // false while the session will not consume more input (awaiting commit/STARTTLS, closing):
   // the driver stops reading once buffered input passes a bound.
   bool wants_input() const;
@@ -174,6 +193,7 @@ class SmtpServerSession {
     uint32_t line_len = 0;    // octets of the current stored line, CRLF excluded
     uint32_t folded = 0;      // line breaks inserted (smtp.long_lines = "fold")
     std::string line_buf;     // the current header line while it may still be folded (<= 999)
+    bool drop_field = false;  // the current header field is a sender's X-Postern-Scan: not stored
   };
 
   void process();
