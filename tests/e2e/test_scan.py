@@ -76,7 +76,10 @@ class Gate:
                 "routes": {"example.test": "[%s]:%d" % (self.peer.host, self.peer.port)},
                 "outbound": {"connect_timeout": "2s", "command_timeout": "4s"},
                 "queue": {"min_backoff": "1s", "max_backoff": "2s"},
-                "scan": dict({"clamav_database_dir": self.sigs}, **(scan or {}))}
+                "scan": dict({"clamav_database_dir": self.sigs}, **(scan or {})),
+                # The patterns here are the test's own freshclam directory only (test_patterns
+                # covers the starter bundle and the two sources together).
+                "updates": {"starter_bundle": "none"}}
         conf.update(extra or {})
         self.d = Daemon(conf, test_clock=test_clock)
         self.D = today() + datetime.timedelta(days=expires_in_days)
