@@ -413,7 +413,7 @@ def test_a_hand_edited_database_row_extends_nothing():
         # Activated before the private cluster was up: written to the database once it is.
         wait_for(lambda: psql(d, "SELECT count(*) FROM licenses WHERE record IS NOT NULL", must=False) == "1", 30,
                  "the row")
-        assert psql(d, "SELECT max(version) FROM schema_migrations") in ("2", "3")
+        assert int(psql(d, "SELECT max(version) FROM schema_migrations")) >= 3  # licensing is migration 3
         # An admin with database access moves the date: in the readable column and in the record.
         psql(d, "UPDATE licenses SET expires_on = '2099-01-01', record = replace(record, '%s', '2099-01-01')"
              % date_str(exp))
