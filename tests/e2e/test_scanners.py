@@ -29,8 +29,9 @@ BAD = {"MEDIUM", "HIGH", "CRITICAL"}
 
 
 def testssl(target, ca, out, smtp=False):
-    # --nodns none: no DNS lookups at all (tests never reach the machine's resolver).
-    cmd = ["testssl", "--quiet", "--color", "0", "--warnings", "off", "--nodns", "none", "--ip", "one", "--add-ca", ca,
+    # --nodns none: no DNS lookups at all (tests never reach the machine's resolver); the target
+    # is an address already (testssl refuses --ip together with --nodns none).
+    cmd = ["testssl", "--quiet", "--color", "0", "--warnings", "off", "--nodns", "none", "--add-ca", ca,
            "--jsonfile", out, "-p", "-s", "-f", "-S", "-U"]
     if smtp:
         cmd += ["-t", "smtp"]
