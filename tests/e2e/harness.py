@@ -74,6 +74,7 @@ class Daemon:
         self.sections = sections or {}
         self.proc = None
         self.prefix = []  # e.g. ["prlimit", "--nofile=256"]: runs posternd under it
+        self.env = None   # the environment posternd runs with (None: this process's)
         self.conf = os.path.join(self.dir, "postern.toml")
         self.write_config()
 
@@ -129,7 +130,7 @@ class Daemon:
         args = self.prefix + [os.path.join(BIN, "posternd"), "--config", self.conf]
         if self.test_clock:
             args += ["--test-clock", self.clock_file]
-        self.proc = subprocess.Popen(args, stdout=self.out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self.out, stderr=subprocess.STDOUT, env=self.env)
         if expect_ok:
             wait_for(self._listening, 15, "posternd to listen on %d" % self.port)
         return self
