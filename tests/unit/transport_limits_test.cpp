@@ -22,9 +22,29 @@ TEST(FdBudget, ALowHardLimitCapsSessionsAndSaysSo) {
   EXPECT_EQ(b.soft, 256u);
   EXPECT_LT(b.session_limit, 256u / 2);
   EXPECT_GE(b.session_limit, 1u);
-  // sessions (2 descriptors each) + admin + the reserve fit in the limit
-  EXPECT_LE(2 * b.session_limit + c.admin.max_connections + 64, 256u);
+  EXPECT_GE(b.receiving, 1u);
+  // sessions (a socket each) + queue files of arriving messages + admin + the reserve fit in the limit
+  EXPECT_LE(b.session_limit + b.receiving + c.admin.max_connections + 64, 256u);
   EXPECT_NE(b.warning.find("smtp.max_sessions"), std::string::npos);
+}
+
+TEST(FdBudget, EighteenThousandIdleSessionsFitTwentyThousandDescriptors) {
+  // Issue 14: 18,000 idle sessions on a machine whose descriptor limit is 20,000. A session costs
+  // its socket; queue files are reserved for messages arriving at once, not for every session.
+  Config c;
+  c.smtp.max_sessions = 18100;
+  auto b = mta::plan_fd_budget(c, 1024, 20000);
+  EXPECT_EQ(b.session_limit, 18100u);
+  EXPECT_EQ(b.receiving, 1024u);
+  EXPECT_LE(b.needed, 20000u);
+  EXPECT_TRUE(b.warning.empty()) << b.warning;
+  // 30,000 do not: capped below the limit with room for queue files and outbound connections.
+  c.smtp.max_sessions = 30000;
+  b = mta::plan_fd_budget(c, 1024, 20000);
+  EXPECT_LT(b.session_limit, 20000u);
+  EXPECT_GE(b.session_limit, 17000u);
+  EXPECT_LE(b.session_limit + b.receiving + 2 * c.outbound.max_connections + c.admin.max_connections + 64, 20000u);
+  EXPECT_FALSE(b.warning.empty());
 }
 
 TEST(FdBudget, TinyLimitStillAcceptsOne) {
