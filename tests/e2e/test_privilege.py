@@ -359,6 +359,47 @@ def test_takes_over_state_dir_of_a_root_run():
         d.cleanup()
 
 
+def test_unit_style_start_as_the_user_with_the_ambient_capability():
+    """What conf/postern.service does, without systemd: posternd started as the user with
+    CAP_NET_BIND_SERVICE ambient and no_new_privs (setpriv), state directory the user's. It binds
+    the low port, relays, and its private PostgreSQL runs without the capability."""
+    if skip_unless_root("starting as the user with a capability"):
+        return
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        print("(skipped: no setpriv (util-linux))")
+        return
+    uid, gid, certs_gid = ensure_user()
+    peer = Peer()
+    port = low_port()
+    d = Daemon({"routes": {"example.test": "[127.0.0.1]:%d" % peer.port}}, port=port)
+    os.chown(d.dir, uid, gid)  # StateDirectory=postern
+    d.prefix = [setpriv, "--reuid", str(uid), "--regid", str(gid), "--init-groups", "--inh-caps", "+net_bind_service",
+                "--ambient-caps", "+net_bind_service", "--no-new-privs", "--"]
+    try:
+        d.start()
+        wait_for(lambda: db_up(d), 60, "the private PostgreSQL to be up")
+        st = status(d.proc.pid)
+        assert st["Uid"] == [str(uid)] * 4 and str(certs_gid) in st["Groups"], st
+        assert int(st["CapEff"][0], 16) == 1 << 10 and st["NoNewPrivs"] == ["1"], st  # CAP_NET_BIND_SERVICE
+        assert int(st["CapAmb"][0], 16) == 0, st  # cleared at start: not handed to children
+        pg = status(postmaster(d))
+        assert pg["Uid"] == [str(uid)] * 4, pg
+        for cap in ("CapPrm", "CapEff", "CapAmb"):
+            assert int(pg[cap][0], 16) == 0, (cap, pg)
+        assert mode(d.dir) == 0o700
+        code, text = send_message(port, rcpt="alice@example.test")
+        assert code == 250, text
+        wait_for(lambda: len(peer.messages()) == 1, 30, "delivery to the peer")
+        assert d.stop() == 0
+    except BaseException:
+        print("---- posternd log tail (%s) ----\n%s\n%s" % (d.dir, log_tail(d, 60), d.read_out()))
+        raise
+    finally:
+        d.cleanup()
+        peer.cleanup()
+
+
 def test_systemd_unit_verifies():
     exe = shutil.which("systemd-analyze")
     if not exe:
