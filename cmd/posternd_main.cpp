@@ -135,6 +135,8 @@ std::string reload(Daemon& d, const std::string& why) {
         next->queue.sync_per_file != old->queue.sync_per_file)
       spdlog::warn("reload: smtp.listen, server.workers and queue.sync take effect at restart");
     warn_listen_change(d, *old, *next);
+    if (next->user != old->user || next->group != old->group)
+      spdlog::warn("reload: server.user and server.group take effect at restart");
     if (auto err = ensure_default_cert(*next); !err.empty()) spdlog::error("reload: {}", err);
     d.rt.config.publish(next);
     d.recipient_map_watch.reset(next->relay.recipient_map);  // read just now

@@ -9,6 +9,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -101,6 +102,47 @@ std::string blocked_on_the_way(const std::string& path) {
   return "";
 }
 
+// blocked_on_the_way(path) as the target user would see it, asked of a child that has become
+// that user (groups and ACLs count as they will); "" also when it cannot tell.
+std::string blocked_for(const Target& t, const std::string& path) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return "";
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return "";
+  }
+  if (pid == 0) {
+    ::close(fds[0]);
+    if (::setgroups(t.groups.size(), t.groups.data()) != 0 || ::setresgid(t.gid, t.gid, t.gid) != 0 ||
+        ::setresuid(t.uid, t.uid, t.uid) != 0)
+      ::_exit(1);
+    std::string b = blocked_on_the_way(path);
+    ssize_t n = ::write(fds[1], b.data(), b.size());
+    ::_exit(n == static_cast<ssize_t>(b.size()) ? 0 : 1);
+  }
+  ::close(fds[1]);
+  std::string out;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 || out.size() > 4096) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? out : "";
+}
+
+std::string unreachable_state_dir(const std::string& who, const std::string& state, const std::string& b, bool drop) {
+  return "posternd runs as " + who + ", which cannot reach the state directory " + state + ": it may not enter " + b +
+         " (" + describe(b) + "); move server.state_dir (e.g. to /var/lib/postern), chmod o+x " + b +
+         (drop ? ", or set server.user = \"root\"" : "");
+}
+
 bool can(const std::string& path, int mode) { return ::faccessat(AT_FDCWD, path.c_str(), mode, AT_EACCESS) == 0; }
 
 }  // namespace
@@ -180,6 +222,9 @@ std::string take_state_dir(const Config& cfg, const Target& t, std::vector<Note>
   fs::path dir = fs::absolute(cfg.state_dir).lexically_normal();
   if (dir.has_relative_path() && dir.filename().empty()) dir = dir.parent_path();  // "var/" -> "var"
   if (dir == dir.root_path()) return "server.state_dir must not be the root directory";
+  // Nothing is changed for a user that could not use it anyway (a clone below /root).
+  if (std::string b = blocked_for(t, dir.parent_path().string()); !b.empty())
+    return unreachable_state_dir(t.user, dir.string(), b, true);
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0) {
     if (errno != ENOENT) return err("cannot stat server.state_dir " + dir.string());
@@ -298,10 +343,7 @@ void clear_ambient() { ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0
 std::string check_access(const Config& cfg, const Target& t) {
   std::string who = t.drop ? t.user : user_name(geteuid());
   std::string state = fs::absolute(cfg.state_dir).lexically_normal().string();
-  if (std::string b = blocked_on_the_way(state); !b.empty())
-    return "posternd runs as " + who + ", which cannot reach the state directory " + state + ": it may not enter " + b +
-           " (" + describe(b) + "); move server.state_dir (e.g. to /var/lib/postern), chmod o+x " + b +
-           (t.drop ? ", or set server.user = \"root\"" : "");
+  if (std::string b = blocked_on_the_way(state); !b.empty()) return unreachable_state_dir(who, state, b, t.drop);
   if (!can(state, R_OK | W_OK | X_OK))
     return "posternd runs as " + who + ", which cannot use the state directory " + state + " (" + describe(state) +
            "): chown -R " + who + " " + state;

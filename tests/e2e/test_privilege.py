@@ -324,6 +324,29 @@ def test_refuses_unknown_user_and_foreign_state_dir():
         d.cleanup()
 
 
+def test_state_dir_the_user_cannot_reach_is_refused_untouched():
+    """Below a 0700 directory of root's (a clone in /root): refused before anything is chowned."""
+    if skip_unless_root("the drop"):
+        return
+    ensure_user()
+    locked = tempfile.mkdtemp(prefix="postern-e2e-locked-")  # 0700, root's
+    state = os.path.join(locked, "state")
+    os.mkdir(state, 0o755)
+    open(os.path.join(state, "posternd.pid"), "w").close()  # a state directory of an earlier run
+    d = Daemon({"server": {"user": USER}}, state_dir=state)
+    try:
+        d.start(expect_ok=False)
+        rc = wait_exit(d)
+        out = d.read_out()
+        assert rc == 1, (rc, out)
+        assert "cannot reach the state directory %s: it may not enter %s" % (state, locked) in out, out
+        assert all(os.lstat(os.path.join(state, f)).st_uid == 0 for f in os.listdir(state))
+        assert os.stat(state).st_uid == 0
+    finally:
+        d.cleanup()
+        shutil.rmtree(locked, ignore_errors=True)
+
+
 def test_takes_over_state_dir_of_a_root_run():
     """A state directory made by posternd running as root (its cluster run by postgres) is given
     to the user at the next start as root with server.user set: queue, keys, cluster."""
