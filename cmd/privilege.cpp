@@ -291,6 +291,11 @@ std::string take_state_dir(const Config& cfg, const Target& t, std::vector<Note>
 std::string begin(const Target& t) {
   if (size_t n = thread_count(); n != 1)
     return "the privilege drop must begin while posternd is one thread, but it has " + std::to_string(n);
+  // The bounding set first, while root may still change it: CAP_NET_BIND_SERVICE is all any
+  // thread or child could ever be given again.
+  for (int cap = 0; cap <= 63; ++cap)
+    if (cap != CAP_NET_BIND_SERVICE && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
+      return err("prctl(PR_CAPBSET_DROP, " + std::to_string(cap) + ")");
   if (::setgroups(t.groups.size(), t.groups.data()) != 0) return err("setgroups");
   if (::setresgid(t.gid, t.gid, t.gid) != 0) return err("setresgid");
   if (::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0) return err("prctl(PR_SET_KEEPCAPS)");

@@ -3,7 +3,8 @@
 //
 // Security-sensitive. The drop has two steps so that every file posternd creates is the target
 // user's and no thread keeps a privilege:
-//   begin(): while posternd is still one thread: supplementary groups (from /etc/group), gid,
+//   begin(): while posternd is still one thread: the bounding set cut to CAP_NET_BIND_SERVICE,
+//     supplementary groups (from /etc/group), gid,
 //     then uids (real = effective = the user, saved = 0); the effective capability set is only
 //     CAP_NET_BIND_SERVICE (to bind ports below 1024), permitted the same; no ambient or
 //     inheritable capabilities; PR_SET_NO_NEW_PRIVS (inherited by every thread and child);

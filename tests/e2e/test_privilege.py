@@ -187,6 +187,7 @@ def test_drop_to_user_low_port_relay_reload_and_cert_watch():
         pid = d.proc.pid
         wait_for(lambda: db_up(d), 60, "the private PostgreSQL to be up")
         check_dropped(pid, uid, gid, certs_gid)
+        assert int(status(pid)["CapBnd"][0], 16) == 1 << 10  # CAP_NET_BIND_SERVICE at most, ever
         d.wait_log("privileges: running as %s" % USER)
         # The private PostgreSQL runs as the user too (posternd can restart and stop it).
         pg = status(postmaster(d))
