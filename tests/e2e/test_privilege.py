@@ -194,6 +194,14 @@ def test_drop_to_user_low_port_relay_reload_and_cert_watch():
         assert pg["Uid"] == [str(uid)] * 4, pg["Uid"]
         assert int(pg["CapEff"][0], 16) == 0 and pg["NoNewPrivs"] == ["1"], pg
 
+        # posternd, no longer root, still restarts its PostgreSQL when it dies (as the user).
+        old_pg = postmaster(d)
+        os.kill(old_pg, signal.SIGKILL)
+        wait_for(lambda: not os.path.exists("/proc/%d" % old_pg) or status(old_pg)["State"][0] == "Z", 10, "the kill")
+        d.wait_log("database: private PostgreSQL exited")
+        wait_for(lambda: db_up(d) and postmaster(d) != old_pg, 60, "the private PostgreSQL restarted by posternd")
+        assert status(postmaster(d))["Uid"] == [str(uid)] * 4
+
         # SMTP on the low port, STARTTLS with the group-readable certificate, relayed to the peer.
         assert starttls_fingerprint(port) == cert_fingerprint(le.cert)
         code, text = send_message(port, rcpt="alice@example.test", tls=True)
