@@ -5,7 +5,10 @@
 // Start-up order matters: the signal handlers come first (a SIGHUP during initdb must not kill
 // the daemon: it is acted on once start-up is done); the state directory is locked before the
 // spool is opened (one posternd per state directory); everything a worker calls back into
-// (on_queued, the scheduler) is in place before the first worker starts accepting.
+// (on_queued, the scheduler) is in place before the first worker starts accepting. Started as
+// root, posternd becomes server.user before it creates anything or starts a thread, keeping only
+// CAP_NET_BIND_SERVICE, and gives that up in every thread once every listener is bound
+// (cmd/privilege.h).
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -23,10 +26,10 @@
 #include <vector>
 
 #include "admin/cert_api.h"
-#include "cmd/privilege.h"
 #include "admin/control_plane.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "cmd/privilege.h"
 #include "conf/config.h"
 #include "conf/recipient_table.h"
 #include "mta/fd_budget.h"

@@ -2,6 +2,7 @@
 // result of the whole is verified from /proc for every thread before posternd serves.
 #include "cmd/privilege.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
@@ -143,6 +144,57 @@ std::string unreachable_state_dir(const std::string& who, const std::string& sta
          (drop ? ", or set server.user = \"root\"" : "");
 }
 
+// Gives everything below the directory `dfd` (at `path`, for messages) to the user; see
+// take_state_dir(). Each entry is opened without following a symlink and changed through that
+// descriptor, so what was checked is what is changed.
+void give_tree(int dfd, const std::string& path, const Target& t, int depth, size_t& changed, size_t& linked,
+               std::string& error) {
+  if (depth > 32) {
+    error = path + ": nested more than 32 directories deep";
+    return;
+  }
+  int copy = ::dup(dfd);
+  DIR* d = copy >= 0 ? ::fdopendir(copy) : nullptr;
+  if (!d) {
+    if (copy >= 0) ::close(copy);
+    error = err("cannot read " + path);
+    return;
+  }
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    std::string p = path + "/" + name;
+    int fd = ::openat(dfd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) continue;  // gone meanwhile
+    struct stat st {};
+    bool is_dir = false;
+    if (::fstat(fd, &st) != 0) {
+      error = err("cannot stat " + p);
+    } else if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
+      ++linked;
+    } else {
+      is_dir = S_ISDIR(st.st_mode);
+      if (st.st_uid != t.uid || st.st_gid != t.gid) {
+        // A symlink itself is changed by name (that never follows it); anything else through fd.
+        int r = S_ISLNK(st.st_mode) ? ::fchownat(dfd, name.c_str(), t.uid, t.gid, AT_SYMLINK_NOFOLLOW)
+                                    : ::fchownat(fd, "", t.uid, t.gid, AT_EMPTY_PATH);
+        if (r != 0) error = err("cannot chown " + p);
+        else ++changed;
+      }
+    }
+    ::close(fd);
+    if (error.empty() && is_dir) {
+      int sub = ::openat(dfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      struct stat ss {};
+      if (sub >= 0 && ::fstat(sub, &ss) == 0 && ss.st_dev == st.st_dev && ss.st_ino == st.st_ino)
+        give_tree(sub, p, t, depth + 1, changed, linked, error);
+      if (sub >= 0) ::close(sub);
+    }
+    if (!error.empty()) break;
+  }
+  ::closedir(d);
+}
+
 bool can(const std::string& path, int mode) { return ::faccessat(AT_FDCWD, path.c_str(), mode, AT_EACCESS) == 0; }
 
 }  // namespace
@@ -246,21 +298,25 @@ std::string take_state_dir(const Config& cfg, const Target& t, std::vector<Note>
              "it is not a Postern state directory posternd may give to " + t.user + ": point server.state_dir at a "
              "new directory, or chown " + t.user + ":" + t.group + " " + dir.string() + " yourself";
     // Everything in it is posternd's: the queue, certificates, the in-place private cluster of
-    // an earlier run as root (run as postgres then, as the user now). Symlinks are not
-    // followed (an external cluster's record stays a link: its cluster is not touched).
-    size_t changed = 0;
-    auto give = [&](const fs::path& p) {
-      struct stat s {};
-      if (::lstat(p.c_str(), &s) != 0 || (s.st_uid == t.uid && s.st_gid == t.gid)) return true;
-      if (::lchown(p.c_str(), t.uid, t.gid) != 0) return false;
+    // an earlier run as root (run as postgres then, as the user now). Walked through file
+    // descriptors, never following a symlink (an external cluster's record stays a link, its
+    // cluster untouched), and a file with other hard links (it could be any file of the
+    // system, linked in by whoever could write here) is left alone.
+    size_t changed = 0, linked = 0;
+    int top = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (top < 0) return err("cannot open " + dir.string());
+    std::string walk_err;
+    struct stat ts {};
+    if (::fstat(top, &ts) != 0 || ((ts.st_uid != t.uid || ts.st_gid != t.gid) && ::fchown(top, t.uid, t.gid) != 0))
+      walk_err = err("cannot chown " + dir.string());
+    else if (ts.st_uid != t.uid || ts.st_gid != t.gid)
       ++changed;
-      return true;
-    };
-    if (!give(dir)) return err("cannot chown " + dir.string());
-    for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
-         it.increment(ec))
-      if (!give(it->path())) return err("cannot chown " + it->path().string());
-    if (ec) return "cannot walk " + dir.string() + ": " + ec.message();
+    if (walk_err.empty()) give_tree(top, dir.string(), t, 0, changed, linked, walk_err);
+    ::close(top);
+    if (!walk_err.empty()) return walk_err;
+    if (linked)
+      notes.push_back({true, "state directory " + dir.string() + ": files with other hard links, not given to " +
+                                 t.user + ": " + std::to_string(linked)});
     if (changed)
       notes.push_back({false, "state directory " + dir.string() + ": " + std::to_string(changed) +
                                   " entries given to " + t.user + ":" + t.group});

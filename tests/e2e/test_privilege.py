@@ -373,6 +373,15 @@ def test_takes_over_state_dir_of_a_root_run():
         qid = d.queued()[0]
         assert d.stop() == 0
 
+        # What is never followed or given away: a symlink to a file elsewhere, a hard link to one.
+        outside = tempfile.mkdtemp(prefix="postern-e2e-outside-")
+        victims = [os.path.join(outside, "by-symlink"), os.path.join(outside, "by-hardlink")]
+        for v in victims:
+            with open(v, "w") as f:
+                f.write("root's\n")
+        os.symlink(victims[0], os.path.join(d.dir, "queue", "planted-symlink"))
+        os.link(victims[1], os.path.join(d.dir, "queue", "planted-hardlink"))
+
         d.write_config({"server": {"user": USER}})
         d.start()
         wait_for(lambda: db_up(d), 60, "the private PostgreSQL to be up as " + USER)
@@ -381,6 +390,10 @@ def test_takes_over_state_dir_of_a_root_run():
         assert d.queued() == [qid]
         assert mode(d.dir) == 0o700
         d.wait_log("entries given to %s:" % USER)
+        d.wait_log("files with other hard links, not given to %s: 1" % USER)
+        assert [os.stat(v).st_uid for v in victims] == [0, 0]
+        assert os.lstat(os.path.join(d.dir, "queue", "planted-symlink")).st_uid == uid  # the link itself
+        shutil.rmtree(outside)
         code, body = d.api("GET", "/api/v1/queue")
         assert code == 200 and [m["queue_id"] for m in body["messages"]] == [qid], body
         assert d.stop() == 0
