@@ -46,8 +46,10 @@ struct Target {
 std::string plan(const Config& cfg, Target& t, std::vector<Note>& notes);
 
 // As root, before begin(): the state directory (made if missing, 0700) and everything in it are
-// given to the user, when it is posternd's (empty, holding posternd.pid, or the user's already); the log file too
-// when it lies outside. "" or why not.
+// given to the user, when it is posternd's (empty, holding posternd.pid, or the user's already),
+// walked through descriptors that never follow a symlink, files with other hard links left
+// alone; nothing is changed if the user could not reach it. The log file too when it lies
+// outside. "" or why not.
 std::string take_state_dir(const Config& cfg, const Target& t, std::vector<Note>& notes);
 
 // See the header comment. Both return "" or what failed (then posternd must exit).
