@@ -308,7 +308,8 @@ std::string EmbeddedPostgres::check_owner() {
   std::string owner = user_name(st.st_uid);
   return "the private cluster in " + data_dir_ + " belongs to " + owner + ", but posternd (running as " +
          user_name(geteuid()) + ") would run it as " + user_ + ": run posternd as " +
-         (owner == "postgres" ? std::string("root") : owner) + ", or chown -R " + user_ + " " + dir;
+         (owner == "postgres" ? std::string("root with server.user = \"root\"") : owner) + ", or chown -R " + user_ +
+         " " + dir;
 }
 
 // One posternd per cluster: a second one (a copied state directory, the same one started twice)

@@ -5,7 +5,10 @@
 // Start-up order matters: the signal handlers come first (a SIGHUP during initdb must not kill
 // the daemon: it is acted on once start-up is done); the state directory is locked before the
 // spool is opened (one posternd per state directory); everything a worker calls back into
-// (on_queued, the scheduler) is in place before the first worker starts accepting.
+// (on_queued, the scheduler) is in place before the first worker starts accepting. Started as
+// root, posternd becomes server.user before it creates anything or starts a thread, keeping only
+// CAP_NET_BIND_SERVICE, and gives that up in every thread once every listener is bound
+// (cmd/privilege.h).
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -26,6 +29,7 @@
 #include "admin/control_plane.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "cmd/privilege.h"
 #include "conf/config.h"
 #include "conf/recipient_table.h"
 #include "mta/fd_budget.h"
@@ -55,6 +59,7 @@ struct Daemon {
   bool signals_open = false;
   int state_lock = -1;
   uint64_t config_reload_failures = 0;
+  std::string run_as;  // the user posternd switched to after binding ("" = no switch)
   policy::RecipientMapWatch recipient_map_watch;
   ~Daemon();
 };
@@ -80,6 +85,28 @@ void apply_fd_budget(Daemon& d, const Config& cfg) {
   d.rt.session_limit = b.session_limit;
   if (!b.warning.empty()) spdlog::warn("{}", b.warning);
   else spdlog::info("descriptors: RLIMIT_NOFILE={} needed={} sessions={}", b.soft, b.needed, b.session_limit);
+}
+
+// Listeners are bound once, at start. After the switch to server.user a restart as root (or
+// under systemd, with CAP_NET_BIND_SERVICE) is what binds a new port below 1024: say so.
+void warn_listen_change(const Daemon& d, const Config& old, const Config& next) {
+  auto addrs = [](const Config& c) {
+    std::vector<std::string> out;
+    for (auto& a : c.smtp.listen) out.push_back(a.host + ":" + std::to_string(a.port));
+    out.push_back(c.admin_listen);
+    out.push_back(c.euq_listen);
+    return out;
+  };
+  if (addrs(old) == addrs(next)) return;
+  bool low = false;
+  for (auto& a : next.smtp.listen) low = low || a.port < 1024;
+  for (const std::string* l : {&next.admin_listen, &next.euq_listen})
+    if (ListenAddr a; parse_listen(*l, a) && a.port < 1024) low = true;
+  spdlog::warn("reload: smtp.listen, admin.listen and euq.listen take effect at restart{}",
+               !d.run_as.empty() && low ? "; posternd now runs as " + d.run_as +
+                                              " and cannot bind ports below 1024 itself: restart it as root (or under "
+                                              "systemd with CAP_NET_BIND_SERVICE)"
+                                        : "");
 }
 
 // SIGHUP, the admin API and NOTIFY from another node: one code path for every reload trigger.
@@ -110,6 +137,9 @@ std::string reload(Daemon& d, const std::string& why) {
     if (next->smtp.listen.size() != old->smtp.listen.size() || next->workers != old->workers ||
         next->queue.sync_per_file != old->queue.sync_per_file)
       spdlog::warn("reload: smtp.listen, server.workers and queue.sync take effect at restart");
+    warn_listen_change(d, *old, *next);
+    if (next->user != old->user || next->group != old->group)
+      spdlog::warn("reload: server.user and server.group take effect at restart");
     if (auto err = ensure_default_cert(*next); !err.empty()) spdlog::error("reload: {}", err);
     d.rt.config.publish(next);
     d.recipient_map_watch.reset(next->relay.recipient_map);  // read just now
@@ -224,10 +254,27 @@ int run(const std::string& config_path, const std::string& test_clock) {
   open_signals(d);
   auto cfg = std::make_shared<const Config>(load_config(config_path));
   namespace fs = std::filesystem;
+  // Started as root: the state directory becomes server.user's, then posternd becomes that user
+  // (keeping only CAP_NET_BIND_SERVICE until the listeners are bound), before any thread starts
+  // and before anything is created, so everything it makes is the user's (cmd/privilege.h).
+  priv::Target target;
+  std::vector<priv::Note> notes;
+  if (auto err = priv::plan(*cfg, target, notes); !err.empty()) return start_failed(d, err);
+  if (target.drop) {
+    if (auto err = priv::take_state_dir(*cfg, target, notes); !err.empty()) return start_failed(d, err);
+    if (auto err = priv::begin(target); !err.empty()) return start_failed(d, "cannot switch to " + target.user + ": " + err);
+  } else if (geteuid() != 0) {
+    priv::clear_ambient();  // systemd's AmbientCapabilities: not for the private PostgreSQL
+  }
   fs::create_directories(cfg->state_dir);
   std::string log_file = cfg->resolved_log_file();
   if (!log_file.empty()) fs::create_directories(fs::path(log_file).parent_path());
   setup_logging(log_file, cfg->log_level);
+  if (target.drop) spdlog::info("privileges: started as root, running as {} once the listeners are bound", target.describe());
+  if (geteuid() != 0)
+    if (auto err = priv::check_access(*cfg, target); !err.empty()) return start_failed(d, err);
+  priv::secure_modes(*cfg, geteuid() != 0, notes);
+  for (auto& n : notes) spdlog::log(n.warn ? spdlog::level::warn : spdlog::level::info, "privileges: {}", n.text);
 
   if (auto err = lock_state_dir(d, cfg->state_dir); !err.empty()) return start_failed(d, err);
   d.rt.config.publish(cfg);
@@ -287,10 +334,23 @@ int run(const std::string& config_path, const std::string& test_clock) {
   d.scan->set_event_sink([](const std::string& code, const std::string& text) {
     g_daemon->control->raise(code, "error", text);
   });
+  std::string started_err;
   try {
     d.control->start();
   } catch (const std::exception& e) {
-    start_failed(d, e.what());
+    started_err = e.what();
+  }
+  // Every listener is bound: the last privilege goes, in every thread.
+  if (started_err.empty() && target.drop) {
+    if (auto err = priv::finish(target); !err.empty()) {
+      started_err = "privilege drop to " + target.user + " failed, refusing to run: " + err;
+    } else {
+      d.run_as = target.user;
+      spdlog::info("privileges: running as {}; {}", target.user, priv::status_summary());
+    }
+  }
+  if (!started_err.empty()) {
+    start_failed(d, started_err);
     d.draining = true;
     d.control->stop();
     for (auto& w : d.workers) w->drain(std::chrono::milliseconds(0));

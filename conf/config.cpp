@@ -317,6 +317,8 @@ Config parse_config(std::string_view text, const std::string& path) {
   server.str("node_name", c.node_name);
   server.duration("drain_timeout", c.drain_timeout);
   server.str("timezone", c.timezone);
+  server.str("user", c.user);
+  server.str("group", c.group);
   server.finish();
   if (!valid_timezone(c.timezone))
     fail("server.timezone", "must be \"UTC\" or a fixed offset \"+HH:MM\" / \"-HH:MM\" (e.g. \"+09:00\"); named zones "

@@ -193,6 +193,10 @@ struct Config {
   std::string node_name;  // "" = <system hostname>:<first SMTP port>; names this node to the others
   std::chrono::milliseconds drain_timeout{std::chrono::seconds(30)};
   std::string timezone = "UTC";  // licensing's days and 00:00: "UTC" or a fixed offset "+09:00"
+  // Whom posternd runs as once its listeners are bound, when started as root (cmd/privilege.h):
+  // "" = "postern" if that user exists, else stays root with a warning; "root" = stays root.
+  std::string user;
+  std::string group;  // "" = the user's primary group
   SmtpConfig smtp;
   RelayConfig relay;
   std::map<std::string, NextHop> routes;  // "*" = default relay host
