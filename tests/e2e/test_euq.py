@@ -1,0 +1,223 @@
+"""End-to-end tests of the end-user quarantine console (admin/euq_console.h) in a real headless
+Chromium (tests/e2e/browser.py): the scanning gate quarantines EICAR for alice; alice asks for a
+sign-in link, which Postern mails through its own outbound path to the downstream peer; she
+opens it, sees the message, previews its headers and releases it (the peer receives it). carol
+signs in and sees nothing of alice's, not even by ID. Used and expired links are refused, the
+daily digest arrives at euq.digest_time with working single-use links, and retention purges old
+entries. Dates move with posternd --test-clock; nothing sleeps to pass time."""
+import calendar
+import datetime
+import json
+import os
+import re
+import ssl
+import time
+import urllib.error
+import urllib.request
+
+from browser import Browser
+from harness import log_tail, send_message, wait_for
+from test_scan import EICAR, QID, Gate, mail
+
+LINK = re.compile(rb"https://127\.0\.0\.1:\d+/\?(?:signin|link)=[A-Za-z0-9_.-]+")
+ALICE, CAROL = "alice@example.test", "carol@example.test"
+
+
+def euq_http(d, method, path, body=None, cookie=None, headers=None):
+    """(status, JSON) from the EUQ listener (its certificate is the test's own default one)."""
+    ctx = ssl.create_default_context(cafile=os.path.join(d.dir, "certs", "default_console.crt"))
+    ctx.check_hostname = False
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request("https://127.0.0.1:%d%s" % (d.euq_port, path), method=method, data=data)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if cookie:
+        req.add_header("Cookie", cookie)
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.status, json.loads(r.read().decode()), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read().decode()), dict(e.headers)
+
+
+def euq_mails(peer, kind, to):
+    out = []
+    for m in peer.messages():
+        head = m["body"].split(b"\r\n\r\n", 1)[0]
+        if (b"\r\nX-Postern-EUQ: " + kind.encode()) in head and ("To: <%s>" % to).encode() in head:
+            out.append(m)
+    return out
+
+
+def wait_mail(peer, kind, to, n=1):
+    wait_for(lambda: len(euq_mails(peer, kind, to)) >= n, 20, "%s mail #%d to %s" % (kind, n, to))
+    return euq_mails(peer, kind, to)[n - 1]
+
+
+def links(m):
+    return [l.decode() for l in LINK.findall(m["body"])]
+
+
+def quarantine(g, rcpt, subject):
+    code, text = send_message(g.d.port, rcpt=rcpt, body=mail(EICAR, subject=subject).replace(ALICE, rcpt))
+    assert code == 250, text
+    return QID.search(text).group(1)
+
+
+def ask_link(b, d, address, page):
+    b.goto("https://127.0.0.1:%d/" % d.euq_port, page=page)
+    b.wait("#signin", page=page)
+    b.fill("#address", address, page=page)
+    b.click("#signin-send", page=page)
+    b.wait_text("#signin-result", "a sign-in link is on its way", page=page)
+
+
+def delivered_with(peer, subject):
+    return [m for m in peer.messages() if ("Subject: " + subject).encode() in m["body"]
+            and b"X-Postern-EUQ" not in m["body"]]
+
+
+def move_clock(d, offset):
+    """Moves the daemon's clock and waits until it has read the new offset (it logs it)."""
+    d.move_clock(offset)
+    wait_for(lambda: "test clock: offset=%ds " % offset in d.log_text(), 10, "the daemon to read the clock offset")
+
+
+def events(d, code):
+    return d.log_text().count("event code=" + code + " ")
+
+
+def test_euq_signin_isolation_release_links_digest_purge():
+    g = Gate(scan={"on_virus": "quarantine"}, test_clock=True)
+    d, peer = g.d, g.peer
+    try:
+        url = "https://127.0.0.1:%d/" % d.euq_port
+        qid = quarantine(g, ALICE, "euq first")
+        assert os.path.exists(os.path.join(d.dir, "queue", "quarantine", qid + ".msg"))
+        with Browser() as b:
+            # alice asks for a link: the page answers; the mail goes out through the queue.
+            ask_link(b, d, ALICE, "a")
+            b.screenshot("euq-signin-asked", page="a")
+            m = wait_mail(peer, "signin", ALICE)
+            assert b"Auto-Submitted: auto-generated" in m["body"] and m["mail_from"].startswith("FROM:<> "), m
+            (link_a,) = links(m)
+            assert "?signin=" in link_a
+            b.goto(link_a, page="a")
+            b.wait_text("#address-shown", ALICE, page="a")
+            b.wait("#m-" + qid, page="a")
+            row = b.text("#m-" + qid, page="a")
+            assert "euq first" in row and "Eicar-Test-Signature" in row and "bob@remote.example" in row, row
+            assert b.url(page="a").endswith("/"), b.url(page="a")  # the token left the address bar
+            cookie = [c for c in b.cookies(page="a") if c["name"] == "euq_session"]
+            assert cookie and cookie[0]["secure"] and cookie[0]["httpOnly"] and cookie[0]["sameSite"] == "Strict", cookie
+            b.click("#preview-" + qid, page="a")
+            b.wait_text("#preview-headers", "Subject: euq first", page="a")
+            assert "verdict=infected (Eicar-Test-Signature" in b.text("#preview-headers", page="a")
+            b.screenshot("euq-list-preview", page="a")
+
+            # carol: her own session sees nothing of alice's, not even by ID.
+            ask_link(b, d, CAROL, "b")
+            (link_b,) = links(wait_mail(peer, "signin", CAROL))
+            b.goto(link_b, page="b")
+            b.wait_text("#address-shown", CAROL, page="b")
+            b.wait("#empty", page="b")
+            assert b.count("#m-" + qid, page="b") == 0
+            assert b.eval("fetch('/api/messages/%s').then(r => r.status)" % qid, page="b") == 404
+            assert b.eval("fetch('/api/messages').then(r => r.json()).then(j => j.count)", page="b") == 0
+            csrf_b = b.eval("fetch('/api/me').then(r => r.json()).then(j => j.csrf)", page="b")
+            assert b.eval("fetch('/api/messages/%s/release', {method: 'POST', headers: {'X-CSRF-Token': '%s'}})"
+                          ".then(r => r.status)" % (qid, csrf_b), page="b") == 404
+            b.screenshot("euq-other-recipient-empty", page="b")
+            # CSRF: a change without the token is refused (her cookie alone is not enough).
+            (cb,) = [c for c in b.cookies(page="b") if c["name"] == "euq_session"]
+            st, j, _ = euq_http(d, "POST", "/api/messages/%s/delete" % qid, {}, cookie="euq_session=" + cb["value"])
+            assert st == 403 and "CSRF" in j["error"], (st, j)
+            assert os.path.exists(os.path.join(d.dir, "queue", "quarantine", qid + ".msg"))
+
+            # The used link again, in a fresh browser: refused, no session.
+            b.goto(link_a, page="c")
+            b.wait_text("#status", "already used", page="c")
+            b.wait("#signin", page="c")
+            assert not [c for c in b.cookies(page="c") if c["name"] == "euq_session"]
+            b.screenshot("euq-used-link", page="c")
+
+            # alice releases it: delivered downstream with the verdict noted.
+            b.click("#release-" + qid, page="a")
+            b.wait_text("#status", "Released", page="a")
+            wait_for(lambda: delivered_with(peer, "euq first"), 20, "the released message downstream")
+            rel = delivered_with(peer, "euq first")[0]["body"]
+            assert b"verdict=infected (Eicar-Test-Signature" in rel and b"released from quarantine" in rel
+            assert not os.path.exists(os.path.join(d.dir, "queue", "quarantine", qid + ".msg"))
+            b.wait("#empty", page="a")
+            b.screenshot("euq-released", page="a")
+
+            # An expired link: asked now, opened after link_lifetime (15m) on the daemon's clock.
+            ask_link(b, d, ALICE, "d")
+            (late,) = links(wait_mail(peer, "signin", ALICE, 2))
+            move_clock(d, 16 * 60)
+            b.goto(late, page="d")
+            b.wait_text("#status", "expired", page="d")
+            assert not [c for c in b.cookies(page="d") if c["name"] == "euq_session"]
+            b.screenshot("euq-expired-link", page="d")
+
+            # The digest: two more for alice, one for carol; at the next 08:00 each gets one mail.
+            q2, q3 = quarantine(g, ALICE, "euq second"), quarantine(g, ALICE, "euq third")
+            q4 = quarantine(g, CAROL, "euq carol")
+            now = time.time() + 16 * 60
+            day = datetime.datetime.utcfromtimestamp(now).date() + datetime.timedelta(days=1)
+            at = calendar.timegm(day.timetuple()) + 8 * 3600 + 30
+            move_clock(d, int(at - time.time()))
+            dm = wait_mail(peer, "digest " + day.isoformat(), ALICE)
+            wait_mail(peer, "digest " + day.isoformat(), CAROL)
+            text = dm["body"].decode()
+            assert "euq second" in text and "euq third" in text and "euq carol" not in text, text
+            ls = links(dm)
+            assert len(ls) == 4, ls  # release + delete for each
+            rel2, del2, rel3, del3 = ls
+            # Which link is whose: the digest lists the messages in the order of the quarantine list.
+            first_is_q2 = text.index("euq second") < text.index("euq third")
+            release_q2 = rel2 if first_is_q2 else rel3
+            delete_q3 = del3 if first_is_q2 else del2
+            b.goto(release_q2, page="e")
+            b.wait_text("#status", "Released", page="e")
+            wait_for(lambda: delivered_with(peer, "euq second"), 20, "the digest-released message downstream")
+            b.screenshot("euq-digest-release", page="e")
+            b.goto(delete_q3, page="e")
+            b.wait_text("#status", "Deleted", page="e")
+            assert not os.path.exists(os.path.join(d.dir, "queue", "quarantine", q3 + ".msg"))
+            b.goto(release_q2, page="f")
+            b.wait_text("#status", "already used", page="f")
+            # No script error on the pages (the refused requests above are logged by the browser too).
+            for p in "abcdef":
+                errs = [e for e in b.errors(page=p) if not e.startswith("console: Failed to load resource")]
+                assert errs == [], (p, errs)
+
+        # Sign-in requests: the same answer for an address Postern does not serve; limited per address.
+        same = None
+        for i in range(5):
+            st, j, h = euq_http(d, "POST", "/api/signin", {"address": "nobody@elsewhere.test"})
+            assert st == 200 and "on its way" in j["message"], (st, j)
+            assert "default-src 'self'" in h.get("Content-Security-Policy", ""), h
+            same = j
+        st, j, _ = euq_http(d, "POST", "/api/signin", {"address": "nobody@elsewhere.test"})
+        assert st == 429, (st, j)
+        st, j2, _ = euq_http(d, "POST", "/api/signin", {"address": "dave@example.test"})
+        assert st == 200 and j2 == same, (j2, same)
+        assert euq_http(d, "GET", "/api/messages")[0] == 401
+
+        # Retention: carol's entry is purged after euq.retention (30d) on the daemon's clock.
+        assert os.path.exists(os.path.join(d.dir, "queue", "quarantine", q4 + ".msg"))
+        move_clock(d, int(at - time.time()) + 31 * 86400)
+        wait_for(lambda: not os.path.exists(os.path.join(d.dir, "queue", "quarantine", q4 + ".msg")), 20, "the purge")
+        wait_for(lambda: events(d, "EUQ_PURGE") >= 1, 10, "EUQ_PURGE")
+        for code in ("EUQ_SIGNIN_SENT", "EUQ_SIGNIN", "EUQ_RELEASE", "EUQ_DELETE", "EUQ_DIGEST_SENT",
+                     "EUQ_LINK_REFUSED", "EUQ_SIGNIN_LIMITED"):
+            assert events(d, code) >= 1, code
+        # The link key: 0600 in the state dir, and shared through the database.
+        assert oct(os.stat(os.path.join(d.dir, "euq.key")).st_mode & 0o777) == "0o600"
+    except BaseException:
+        g.close(failed=True)
+        raise
+    g.close()
