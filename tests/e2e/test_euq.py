@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 
 from browser import Browser
-from harness import log_tail, send_message, wait_for
+from harness import ExternalPostgres, send_message, wait_for
 from test_scan import EICAR, QID, Gate, mail
 
 LINK = re.compile(rb"https://127\.0\.0\.1:\d+/\?(?:signin|link)=[A-Za-z0-9_.-]+")
@@ -221,3 +221,50 @@ def test_euq_signin_isolation_release_links_digest_purge():
         g.close(failed=True)
         raise
     g.close()
+
+
+def test_euq_database_down_refuses_links_says_so_and_recovers():
+    pg = ExternalPostgres()
+    g = None
+    try:
+        g = Gate(scan={"on_virus": "quarantine"}, extra={"database": {"url": pg.url}})
+        d, peer = g.d, g.peer
+        wait_for(lambda: euq_http(d, "GET", "/health")[1]["database"] == "up", 20, "the database up")
+        qid = quarantine(g, ALICE, "euq db down")
+        with Browser() as b:
+            ask_link(b, d, ALICE, "a")
+            (first,) = links(wait_mail(peer, "signin", ALICE))
+            b.goto(first, page="a")
+            b.wait("#m-" + qid, page="a")
+            ask_link(b, d, ALICE, "b")
+            (second,) = links(wait_mail(peer, "signin", ALICE, 2))
+            pg.stop()
+            wait_for(lambda: euq_http(d, "GET", "/health")[1]["database"] == "down", 20, "the database down")
+            # A link cannot be checked against the used ones: refused at once, and the page says why.
+            t0 = time.time()
+            b.goto(second, page="b")
+            b.wait_text("#status", "database is unavailable", page="b")
+            assert time.time() - t0 < 10
+            assert not [c for c in b.cookies(page="b") if c["name"] == "euq_session"]
+            b.screenshot("euq-database-down", page="b")
+            st, j, _ = euq_http(d, "POST", "/api/session", {"token": second.split("signin=", 1)[1]})
+            assert st == 503 and "database is unavailable" in j["error"], (st, j)
+            # A session already open keeps listing (the spool is the record) and shows the banner.
+            b.goto("https://127.0.0.1:%d/" % d.euq_port, page="a")
+            b.wait("#m-" + qid, page="a")
+            b.wait_text("#status", "database is unavailable", page="a")
+            pg.start()
+            wait_for(lambda: euq_http(d, "GET", "/health")[1]["database"] == "up", 30, "the database back")
+            # The refused link was not used up: it works now, once.
+            b.goto(second, page="b")
+            b.wait_text("#address-shown", ALICE, page="b")
+            b.wait("#m-" + qid, page="b")
+            b.goto(second, page="c")
+            b.wait_text("#status", "already used", page="c")
+    except BaseException:
+        if g:
+            g.close(failed=True)
+        pg.cleanup()
+        raise
+    g.close()
+    pg.cleanup()
