@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "admin/local_mail.h"
 #include "admin/pg_client.h"
 #include "base/log.h"
 #include "base/time_format.h"
@@ -474,18 +475,14 @@ bool LicenseManager::queue_mail(lic::LicenseKind k, const lic::AdminMail& m, lic
   env.helo = cfg_->hostname;
   env.client_ip = "127.0.0.1";
   env.received_at = t;
-  std::mt19937_64 rng(std::random_device{}());
-  std::string text = "Received: by " + cfg_->hostname + " (Postern) id " + env.queue_id + "; " +
-                     rfc5322_date(static_cast<std::time_t>(t)) + "\r\n" + "Date: " +
-                     rfc5322_date(static_cast<std::time_t>(t)) + "\r\nFrom: Postern <postmaster@" + cfg_->hostname +
-                     ">\r\nTo: <" + cfg_->license.admin_email + ">\r\nSubject: " + m.subject +
-                     "\r\nMessage-ID: <license." + env.queue_id + "." + std::to_string(rng() % 1000000) + "@" +
-                     cfg_->hostname + ">\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n"
-                     "Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n"
-                     "X-Postern-License: " + lic::cli_name(k) + " " + lic::format_date(day) + "\r\n\r\n";
-  std::string body = m.body;
-  for (size_t p = 0; (p = body.find('\n', p)) != std::string::npos; p += 2) body.replace(p, 1, "\r\n");
-  text += body + "\r\n";
+  // The same text as every mail posternd writes itself (admin/local_mail.h), with its license tag.
+  LocalMail lm;
+  lm.to = cfg_->license.admin_email;
+  lm.subject = m.subject;
+  lm.body = m.body;
+  lm.tag = "license";
+  lm.headers = {{"X-Postern-License", std::string(lic::cli_name(k)) + " " + lic::format_date(day)}};
+  std::string text = local_mail_text(lm, cfg_->hostname, env.queue_id, t);
   auto w = rt_.spool->open(env.queue_id);
   if (!w || !w->write(text)) {
     spdlog::error("license: cannot write the license mail for {} to the spool; tried again in a second", lic::cli_name(k));
