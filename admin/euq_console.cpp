@@ -3,6 +3,7 @@
 #include "admin/euq_console.h"
 
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -116,6 +117,17 @@ std::string lifetime_text(int64_t s) {
   return std::to_string(s) + " seconds";
 }
 
+// An address at relay.domains: the only ones Postern mails sign-in links and digests to.
+bool ours(const Config& cfg, const std::string& addr) {
+  std::string domain = lower(addr.substr(addr.rfind('@') + 1));
+  return std::any_of(cfg.relay.domains.begin(), cfg.relay.domains.end(),
+                     [&](const std::string& d) { return lower(d) == domain; });
+}
+
+bool same_secret(const std::string& a, const std::string& b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
 }  // namespace
 
 EuqConsole::EuqConsole(uv_loop_t* loop, mta::Runtime& rt, mta::Scheduler& sched, PgClient& db, QuarantineIndex* index,
@@ -215,7 +227,7 @@ void EuqConsole::handle(const http::Request& req, http::Responder respond) {
   std::string csrf = hmac_hex(key_, "csrf:" + nonce);
   if (m != "GET" && m != "HEAD") {
     auto it = req.headers.find("x-csrf-token");
-    if (it == req.headers.end() || it->second != csrf) return respond(error(403, "missing or wrong CSRF token"));
+    if (it == req.headers.end() || !same_secret(it->second, csrf)) return respond(error(403, "missing or wrong CSRF token"));
   }
   if (req.path == "/api/me") {
     if (m != "GET") return respond(error(405, "method not allowed"));
@@ -241,8 +253,9 @@ void EuqConsole::signin(const http::Request& req, http::Responder respond) {
   if (!valid_address(addr)) return respond(error(400, "that is not an e-mail address"));
   int64_t now = rt_.clock->unix_seconds();
   bool first_a = false, first_i = false;
-  bool over_a = limited(by_address_, addr, cfg->euq.signin_limit_per_address, now, first_a);
+  // The client's own count first: one client cannot fill the per-address counters.
   bool over_i = limited(by_ip_, req.peer_ip, cfg->euq.signin_limit_per_ip, now, first_i);
+  bool over_a = !over_i && limited(by_address_, addr, cfg->euq.signin_limit_per_address, now, first_a);
   if (over_a || over_i) {
     if (first_a || first_i)
       event("EUQ_SIGNIN_LIMITED", "warning",
@@ -253,10 +266,7 @@ void EuqConsole::signin(const http::Request& req, http::Responder respond) {
   int64_t life = secs(cfg->euq.link_lifetime);
   std::string same = "If this address receives mail here, a sign-in link is on its way to it. The link works once, for " +
                      lifetime_text(life) + ".";
-  std::string domain = addr.substr(addr.rfind('@') + 1);
-  bool ours = std::any_of(cfg->relay.domains.begin(), cfg->relay.domains.end(),
-                          [&](const std::string& d) { return lower(d) == domain; });
-  if (!ours) {
+  if (!ours(*cfg, addr)) {
     spdlog::info("euq console: sign-in asked for <{}> from {}: not a relay.domains address, no mail sent", esc(addr),
                  esc(req.peer_ip));
     return respond(answer(200, {{"status", "sent"}, {"message", same}}));
@@ -420,22 +430,24 @@ void EuqConsole::tick() {
 
 void EuqConsole::send_digests(int64_t day) {
   std::map<std::string, std::vector<Envelope>> by_rcpt;
+  auto cfg = rt_.config.load();
   for (auto& e : rt_.spool->list_quarantined(kMaxListed))
     for (auto& r : e.rcpts) {
+      if (!ours(*cfg, r.address) || !valid_address(lower(r.address))) continue;  // no digest to the outside
+      if (!by_rcpt.count(lower(r.address)) && by_rcpt.size() >= kMaxDigestRecipients) continue;
       auto& v = by_rcpt[lower(r.address)];
-      if (v.size() < kMaxPerDigest && by_rcpt.size() <= kMaxDigestRecipients) v.push_back(e);
+      if (v.size() < kMaxPerDigest) v.push_back(e);
     }
   if (by_rcpt.empty()) return spdlog::info("euq console: digest of {}: no quarantined mail", licensing::format_date(day));
   digest_busy_ = true;
   db_.query("INSERT INTO euq_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING RETURNING key",
-            {"digest." + licensing::format_date(day), node_}, [this, day, by_rcpt](PgResult r) {
+            {"digest." + licensing::format_date(day), node_}, [this, day, by_rcpt, cfg](PgResult r) {
     digest_busy_ = false;
     if (!r.ok) {
       digest_day_ = day - 1;  // tried again on the next tick
       return;
     }
     if (r.rows.empty()) return spdlog::info("euq console: the digest of {} is sent by another node", licensing::format_date(day));
-    auto cfg = rt_.config.load();
     int64_t now = rt_.clock->unix_seconds(), life = secs(cfg->euq.digest_link_lifetime);
     std::string base = public_url();
     size_t sent = 0;

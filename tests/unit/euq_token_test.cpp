@@ -2,6 +2,8 @@
 // mail text (admin/local_mail.h).
 #include <gtest/gtest.h>
 
+#include <vector>
+
 #include "admin/euq_token.h"
 #include "admin/local_mail.h"
 
@@ -39,7 +41,7 @@ TEST(EuqToken, RefusesExpiredWrongPurposeOtherKeyAndTampering) {
   payload.replace(at, 5, "carol");
   EXPECT_FALSE(euq_verify(kKey, base64url(payload) + tok.substr(dot), "signin", 10, why));
   EXPECT_EQ(why, "bad signature");
-  for (std::string bad : {"", ".", "abc", "a.b.c", "%%%.%%%", std::string(kMaxEuqToken + 1, 'A') + ".x"}) {
+  for (const std::string& bad : std::vector<std::string>{"", ".", "abc", "a.b.c", "%%%.%%%", std::string(kMaxEuqToken + 1, 'A') + ".x"}) {
     EXPECT_FALSE(euq_verify(kKey, bad, "signin", 10, why)) << bad;
   }
   EXPECT_FALSE(euq_verify("", tok, "signin", 10, why));
