@@ -222,6 +222,9 @@ void EuqConsole::handle(const http::Request& req, http::Responder respond) {
   if (req.path == "/api/signin") return m == "POST" ? signin(req, respond) : respond(error(405, "method not allowed"));
   if (req.path == "/api/session") return m == "POST" ? open_session(req, respond) : respond(error(405, "method not allowed"));
   if (req.path == "/api/link") return m == "POST" ? use_link(req, respond) : respond(error(405, "method not allowed"));
+  bool known = req.path == "/api/me" || req.path == "/api/signout" || req.path == "/api/messages" ||
+               req.path.rfind("/api/messages/", 0) == 0;
+  if (!known) return respond(error(404, "no such endpoint"));
   std::string nonce, who = session_of(req, nonce);
   if (who.empty()) return respond(error(401, "not signed in (or the session expired): ask for a sign-in link"));
   std::string csrf = hmac_hex(key_, "csrf:" + nonce);

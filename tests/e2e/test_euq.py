@@ -95,6 +95,7 @@ def test_euq_signin_isolation_release_links_digest_purge():
     try:
         url = "https://127.0.0.1:%d/" % d.euq_port
         qid = quarantine(g, ALICE, "euq first")
+        qdel = quarantine(g, ALICE, "euq delete me")
         assert os.path.exists(os.path.join(d.dir, "queue", "quarantine", qid + ".msg"))
         with Browser() as b:
             # alice asks for a link: the page answers; the mail goes out through the queue.
@@ -150,7 +151,12 @@ def test_euq_signin_isolation_release_links_digest_purge():
             rel = delivered_with(peer, "euq first")[0]["body"]
             assert b"verdict=infected (Eicar-Test-Signature" in rel and b"released from quarantine" in rel
             assert not os.path.exists(os.path.join(d.dir, "queue", "quarantine", qid + ".msg"))
+            # ... and deletes the other one from the page.
+            b.click("#delete-" + qdel, page="a")
+            b.wait_text("#status", "Deleted", page="a")
+            assert not os.path.exists(os.path.join(d.dir, "queue", "quarantine", qdel + ".msg"))
             b.wait("#empty", page="a")
+            assert not delivered_with(peer, "euq delete me")
             b.screenshot("euq-released", page="a")
 
             # An expired link: asked now, opened after link_lifetime (15m) on the daemon's clock.
