@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 
 from browser import Browser
-from harness import ExternalPostgres, send_message, wait_for
+from harness import ExternalPostgres, Smtp, send_message, wait_for
 from test_scan import EICAR, QID, Gate, mail
 
 LINK = re.compile(rb"https://127\.0\.0\.1:\d+/\?(?:signin|link)=[A-Za-z0-9_.-]+")
@@ -66,6 +66,22 @@ def quarantine(g, rcpt, subject):
     return QID.search(text).group(1)
 
 
+def quarantine_to_both(g, subject):
+    """One EICAR message for alice and carol (one envelope, two recipients)."""
+    c = Smtp(g.d.port)
+    c.cmd("EHLO client.e2e")
+    assert c.cmd("MAIL FROM:<bob@remote.example>")[0] == 250
+    for r in (ALICE, CAROL):
+        assert c.cmd("RCPT TO:<%s>" % r)[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    c.send(mail(EICAR, subject=subject) + ".\r\n")
+    code, text = c.reply()
+    c.cmd("QUIT")
+    c.close()
+    assert code == 250, text
+    return QID.search(text).group(1)
+
+
 def ask_link(b, d, address, page):
     b.goto("https://127.0.0.1:%d/" % d.euq_port, page=page)
     b.wait("#signin", page=page)
@@ -90,12 +106,13 @@ def events(d, code):
 
 
 def test_euq_signin_isolation_release_links_digest_purge():
-    g = Gate(scan={"on_virus": "quarantine"}, test_clock=True)
+    g = Gate(scan={"on_virus": "quarantine"}, test_clock=True, extra={"euq": {"signin_limit_per_ip": 9}})
     d, peer = g.d, g.peer
     try:
         url = "https://127.0.0.1:%d/" % d.euq_port
         qid = quarantine(g, ALICE, "euq first")
         qdel = quarantine(g, ALICE, "euq delete me")
+        qboth = quarantine_to_both(g, "euq for both")
         assert os.path.exists(os.path.join(d.dir, "queue", "quarantine", qid + ".msg"))
         with Browser() as b:
             # alice asks for a link: the page answers; the mail goes out through the queue.
@@ -117,16 +134,22 @@ def test_euq_signin_isolation_release_links_digest_purge():
             b.wait_text("#preview-headers", "Subject: euq first", page="a")
             assert "verdict=infected (Eicar-Test-Signature" in b.text("#preview-headers", page="a")
             b.screenshot("euq-list-preview", page="a")
+            # A message to alice and carol: listed for alice, but hers alone to release it is not (409).
+            b.wait("#m-" + qboth, page="a")
+            b.click("#release-" + qboth, page="a")
+            b.wait_text("#status", "also addressed to others", page="a")
+            assert os.path.exists(os.path.join(d.dir, "queue", "quarantine", qboth + ".msg"))
 
             # carol: her own session sees nothing of alice's, not even by ID.
             ask_link(b, d, CAROL, "b")
             (link_b,) = links(wait_mail(peer, "signin", CAROL))
             b.goto(link_b, page="b")
             b.wait_text("#address-shown", CAROL, page="b")
-            b.wait("#empty", page="b")
-            assert b.count("#m-" + qid, page="b") == 0
+            b.wait("#m-" + qboth, page="b")  # hers too
+            assert b.count("#m-" + qid, page="b") == 0 and b.count("#m-" + qdel, page="b") == 0
             assert b.eval("fetch('/api/messages/%s').then(r => r.status)" % qid, page="b") == 404
-            assert b.eval("fetch('/api/messages').then(r => r.json()).then(j => j.count)", page="b") == 0
+            assert b.eval("fetch('/api/messages').then(r => r.json()).then(j => j.messages.map(m => m.id))",
+                          page="b") == [qboth]
             csrf_b = b.eval("fetch('/api/me').then(r => r.json()).then(j => j.csrf)", page="b")
             assert b.eval("fetch('/api/messages/%s/release', {method: 'POST', headers: {'X-CSRF-Token': '%s'}})"
                           ".then(r => r.status)" % (qid, csrf_b), page="b") == 404
@@ -155,7 +178,8 @@ def test_euq_signin_isolation_release_links_digest_purge():
             b.click("#delete-" + qdel, page="a")
             b.wait_text("#status", "Deleted", page="a")
             assert not os.path.exists(os.path.join(d.dir, "queue", "quarantine", qdel + ".msg"))
-            b.wait("#empty", page="a")
+            b.wait_text("#messages tbody", "euq for both", page="a")
+            assert b.count("#messages tbody tr", page="a") == 1
             assert not delivered_with(peer, "euq delete me")
             b.screenshot("euq-released", page="a")
 
@@ -179,8 +203,9 @@ def test_euq_signin_isolation_release_links_digest_purge():
             wait_mail(peer, "digest " + day.isoformat(), CAROL)
             text = dm["body"].decode()
             assert "euq second" in text and "euq third" in text and "euq carol" not in text, text
-            ls = links(dm)
-            assert len(ls) == 4, ls  # release + delete for each
+            assert "euq for both" in text and "addressed to others too" in text, text
+            ls = [l for l in links(dm) if "?link=" in l]
+            assert len(ls) == 4, ls  # release + delete for each of hers alone
             rel2, del2, rel3, del3 = ls
             # Which link is whose: the digest lists the messages in the order of the quarantine list.
             first_is_q2 = text.index("euq second") < text.index("euq third")
@@ -211,6 +236,12 @@ def test_euq_signin_isolation_release_links_digest_purge():
         assert st == 429, (st, j)
         st, j2, _ = euq_http(d, "POST", "/api/signin", {"address": "dave@example.test"})
         assert st == 200 and j2 == same, (j2, same)
+        # Per client IP (euq.signin_limit_per_ip = 9 here): 6 + 1 asked in this window (the clock moved a day
+        # since the browser's three), whatever the address.
+        for i in range(2):
+            assert euq_http(d, "POST", "/api/signin", {"address": "x%d@elsewhere.test" % i})[0] == 200
+        st, j, _ = euq_http(d, "POST", "/api/signin", {"address": "fresh@elsewhere.test"})
+        assert st == 429, (st, j)
         assert euq_http(d, "GET", "/api/messages")[0] == 401
 
         # Retention: carol's entry is purged after euq.retention (30d) on the daemon's clock.
