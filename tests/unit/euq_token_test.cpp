@@ -6,6 +6,7 @@
 
 #include "admin/euq_token.h"
 #include "admin/local_mail.h"
+#include "conf/config.h"
 
 namespace postern::admin {
 namespace {
@@ -74,6 +75,24 @@ TEST(LocalMail, HeadersAreOneLineAndBodyIsCrlf) {
   EXPECT_NE(head.find("X-Postern-EUQ: signin\r\n"), std::string::npos);
   EXPECT_NE(head.find("Message-ID: <euq.25QID."), std::string::npos);
   EXPECT_EQ(t.substr(t.find("\r\n\r\n") + 4), "line one\r\nline two\r\n");
+}
+
+TEST(EuqConfig, DefaultsKeysAndRefusals) {
+  Config d = parse_config("", "t.toml");
+  EXPECT_EQ(d.euq.digest_time, "08:00");
+  EXPECT_EQ(d.euq.link_lifetime, std::chrono::minutes(15));
+  EXPECT_EQ(d.euq.retention, std::chrono::hours(24 * 30));
+  Config c = parse_config("[euq]\npublic_url = \"https://q.example.com\"\ndigest_time = \"\"\nretention = \"\"\n"
+                          "link_lifetime = \"5m\"\nsignin_limit_per_address = 2\n", "t.toml");
+  EXPECT_EQ(c.euq.public_url, "https://q.example.com");
+  EXPECT_EQ(c.euq.digest_time, "");
+  EXPECT_EQ(c.euq.retention.count(), 0);
+  EXPECT_EQ(c.euq.link_lifetime, std::chrono::minutes(5));
+  EXPECT_EQ(c.euq.signin_limit_per_address, 2u);
+  for (const char* bad : {"[euq]\ndigest_time = \"8:00\"\n", "[euq]\ndigest_time = \"24:00\"\n",
+                          "[euq]\npublic_url = \"http://q.example.com\"\n", "[euq]\nsignin_limit_per_ip = 0\n",
+                          "[euq]\nlink_lifetime = \"\"\n", "[euq]\nno_such_key = 1\n"})
+    EXPECT_THROW(parse_config(bad, "t.toml"), ConfigError) << bad;
 }
 
 }  // namespace
