@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 
 from browser import Browser
-from harness import ExternalPostgres, Smtp, send_message, wait_for
+from harness import Daemon, ExternalPostgres, Smtp, send_message, wait_for
 from test_scan import EICAR, QID, Gate, mail
 
 LINK = re.compile(rb"https://127\.0\.0\.1:\d+/\?(?:signin|link)=[A-Za-z0-9_.-]+")
@@ -305,3 +305,39 @@ def test_euq_database_down_refuses_links_says_so_and_recovers():
         raise
     g.close()
     pg.cleanup()
+
+
+def test_two_nodes_share_the_link_key_and_the_used_links():
+    """A link mailed by node A works once on node B: the key and the used nonces are in the database."""
+    from test_control import clone_certificates, wait_db
+    pg = ExternalPostgres()
+    a = Daemon({"database": {"url": pg.url}, "server": {"node_name": "node-a"}, "queue": {"deliver": False}})
+    b = Daemon({"database": {"url": pg.url}, "server": {"node_name": "node-b"}, "queue": {"deliver": False}})
+    try:
+        a.start()
+        wait_db(a)
+        clone_certificates(a, b)
+        b.start()
+        wait_db(b)
+        def key(d):
+            with open(os.path.join(d.dir, "euq.key")) as f:
+                return f.read()
+        # Whichever node stored its key first, the other adopts it.
+        wait_for(lambda: key(a) == key(b), 10, "one link key for both nodes")
+        assert "link key shared by the nodes is adopted" in a.log_text() + b.log_text()
+        st, j, _ = euq_http(a, "POST", "/api/signin", {"address": ALICE})
+        assert st == 200, (st, j)
+        wait_for(lambda: a.queued(), 10, "the sign-in mail queued on node A")
+        (token,) = re.findall(rb"\?signin=([A-Za-z0-9_.-]+)", a.message(a.queued()[0]))
+        st, j, h = euq_http(b, "POST", "/api/session", {"token": token.decode()})
+        assert st == 200 and j["address"] == ALICE, (st, j)
+        assert "euq_session=" in h.get("Set-Cookie", "") and "SameSite=Strict" in h["Set-Cookie"], h
+        st, j, _ = euq_http(a, "POST", "/api/session", {"token": token.decode()})
+        assert st == 410 and "already used" in j["error"], (st, j)
+        assert a.stop() == 0 and b.stop() == 0
+    finally:
+        for d in (a, b):
+            if d.proc is not None and d.proc.poll() is None:
+                d.stop()
+            d.cleanup()
+        pg.cleanup()
