@@ -324,7 +324,7 @@ def test_two_nodes_share_the_link_key_and_the_used_links():
                 return f.read()
         # Whichever node stored its key first, the other adopts it.
         wait_for(lambda: key(a) == key(b), 10, "one link key for both nodes")
-        assert "link key shared by the nodes is adopted" in a.log_text() + b.log_text()
+        wait_for(lambda: "link key shared by the nodes is adopted" in a.log_text() + b.log_text(), 10, "the log line")
         st, j, _ = euq_http(a, "POST", "/api/signin", {"address": ALICE})
         assert st == 200, (st, j)
         wait_for(lambda: a.queued(), 10, "the sign-in mail queued on node A")
