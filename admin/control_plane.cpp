@@ -167,9 +167,17 @@ void ControlPlane::start() {
       [this](const std::string& c, const std::string& sev, const std::string& t, bool al) { raise(c, sev, t, "", al); },
       [this](const std::string& c) { resolve_alert(c); }});
   expiry_->start(loop_);
-  euq_ = start_euq_server(loop_, rt_.tls.role(tls::Role::kEuqConsole), *cfg, [this] {
-    return json{{"status", "ok"}, {"service", "euq"}, {"node", node_}, {"database", database_up() ? "up" : "down"}}.dump();
-  });
+  if (!cfg->euq_listen.empty()) {
+    euq_console_ = std::make_unique<EuqConsole>(loop_, rt_, sched_, *db_, quarantine_.get(), node_, EuqConsole::Hooks{
+        [this](const std::string& c, const std::string& sev, const std::string& t, const std::string& q) { raise(c, sev, t, q); },
+        [this] {
+          return json{{"status", "ok"}, {"service", "euq"}, {"node", node_}, {"database", database_up() ? "up" : "down"}}.dump();
+        }});
+    euq_console_->start();
+    if (db_->up()) euq_console_->database_up();
+  }
+  euq_ = start_euq_server(loop_, rt_.tls.role(tls::Role::kEuqConsole), *cfg,
+                          [this](const http::Request& r, http::Responder resp) { euq_console_->handle(r, std::move(resp)); });
   raise("NODE_STARTED", "info", std::string("posternd ") + POSTERN_VERSION + " started with " +
                                     std::to_string(sched_.size()) + " queued messages");
 }
@@ -177,6 +185,7 @@ void ControlPlane::start() {
 void ControlPlane::stop() {
   if (api_) api_->close();
   if (euq_) euq_->close();
+  if (euq_console_) euq_console_->stop();
   if (watch_) watch_->close();
   if (expiry_) expiry_->close();
   if (licenses_) licenses_->stop();
@@ -326,6 +335,7 @@ void ControlPlane::on_db_state(bool up) {
     certs_->on_db_up();
     if (licenses_) licenses_->reload_from_database();
     if (quarantine_) quarantine_->sync();  // entries quarantined while it was down
+    if (euq_console_) euq_console_->database_up();
   } else {
     outage_open_ = true;
     raise("DATABASE_UNAVAILABLE", "error",

@@ -14,6 +14,7 @@
 
 #include "admin/admin_server.h"
 #include "admin/cert_expiry.h"
+#include "admin/euq_console.h"
 #include "admin/euq_server.h"
 #include "admin/license_manager.h"
 #include "admin/pattern_manager.h"
@@ -95,6 +96,7 @@ class ControlPlane {
   std::unique_ptr<PgClient> db_;
   std::unique_ptr<AdminServer> api_;
   std::unique_ptr<EuqServer> euq_;  // null when [euq] listen is ""
+  std::unique_ptr<EuqConsole> euq_console_;  // the console behind it (null with it)
   std::unique_ptr<tls::CertWatch> watch_;  // the config's certificate files
   std::unique_ptr<CertExpiry> expiry_;
   std::unique_ptr<LicenseManager> licenses_;

@@ -9,10 +9,10 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <set>
 #include <sstream>
 
+#include "admin/local_mail.h"
 #include "admin/pg_client.h"
 #include "base/log.h"
 #include "base/time_format.h"
@@ -108,6 +108,7 @@ void LicenseManager::start() {
   configure();
   read_cache();
   publish();
+  mailer_ = std::make_unique<LocalMailer>(loop_, rt_, sched_);
   timer_ = new uv_timer_t;
   uv_timer_init(loop_, timer_);
   timer_->data = this;
@@ -122,10 +123,10 @@ void LicenseManager::stop() {
     timer_ = nullptr;
   }
   http_.reset();
+  if (mailer_) mailer_->stop();
 }
 
 void LicenseManager::tick() {
-  drain_mails();
   if (rt_.config.load() != cfg_) {
     configure();
     published_day_ = INT64_MIN;
@@ -465,61 +466,34 @@ void LicenseManager::claim_and_queue(lic::LicenseKind k, const lic::AdminMail& m
   });
 }
 
+// Through admin/local_mail (the spool, then the scheduler once committed). A failed write or
+// commit forgets the day, so the next tick writes it again.
 bool LicenseManager::queue_mail(lic::LicenseKind k, const lic::AdminMail& m, lic::Day day) {
-  int64_t t = rt_.clock->unix_seconds();
-  Envelope env;
-  env.queue_id = rt_.spool->new_queue_id();
-  env.mail_from = "";  // automatic notices go from the null sender (no bounce loops)
-  env.rcpts.push_back({cfg_->license.admin_email, "", ""});
-  env.helo = cfg_->hostname;
-  env.client_ip = "127.0.0.1";
-  env.received_at = t;
-  std::mt19937_64 rng(std::random_device{}());
-  std::string text = "Received: by " + cfg_->hostname + " (Postern) id " + env.queue_id + "; " +
-                     rfc5322_date(static_cast<std::time_t>(t)) + "\r\n" + "Date: " +
-                     rfc5322_date(static_cast<std::time_t>(t)) + "\r\nFrom: Postern <postmaster@" + cfg_->hostname +
-                     ">\r\nTo: <" + cfg_->license.admin_email + ">\r\nSubject: " + m.subject +
-                     "\r\nMessage-ID: <license." + env.queue_id + "." + std::to_string(rng() % 1000000) + "@" +
-                     cfg_->hostname + ">\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n"
-                     "Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n"
-                     "X-Postern-License: " + lic::cli_name(k) + " " + lic::format_date(day) + "\r\n\r\n";
-  std::string body = m.body;
-  for (size_t p = 0; (p = body.find('\n', p)) != std::string::npos; p += 2) body.replace(p, 1, "\r\n");
-  text += body + "\r\n";
-  auto w = rt_.spool->open(env.queue_id);
-  if (!w || !w->write(text)) {
+  if (!mailer_) return false;
+  LocalMail lm;
+  lm.to = cfg_->license.admin_email;
+  lm.subject = m.subject;
+  lm.body = m.body;
+  lm.tag = "license";
+  lm.headers = {{"X-Postern-License", std::string(lic::cli_name(k)) + " " + lic::format_date(day)}};
+  std::string qid;
+  bool written = mailer_->send(lm, [this, k, day](bool ok, const std::string& q) {
+    if (!ok) {
+      spdlog::error("queue_id={} license mail could not be committed; written again", q);
+      if (mail_day_[k] == day) mail_day_.erase(k);
+      return;
+    }
+    ++mails_queued_;
+    save_meta(std::string("mail_day.") + lic::cli_name(k), std::to_string(day));
+    write_cache();
+  }, &qid);
+  if (!written) {
     spdlog::error("license: cannot write the license mail for {} to the spool; tried again in a second", lic::cli_name(k));
     return false;
   }
-  env.message_size = w->bytes();
-  spdlog::info("queue_id={} license mail license={} day={} to=<{}> subject={}", env.queue_id, lic::cli_name(k),
+  spdlog::info("queue_id={} license mail license={} day={} to=<{}> subject={}", qid, lic::cli_name(k),
                lic::format_date(day), esc(cfg_->license.admin_email), esc(m.subject));
-  rt_.spool->commit(std::move(w), env, [this, k, day, env](bool ok) {
-    std::lock_guard lk(mail_mu_);
-    mail_done_.push_back({k, day, ok, env});
-  });
   return true;
-}
-
-// Commit results, on the control loop (the tick): hand the mail to the scheduler, or forget the
-// day so the next tick writes it again.
-void LicenseManager::drain_mails() {
-  std::vector<MailDone> done;
-  {
-    std::lock_guard lk(mail_mu_);
-    done.swap(mail_done_);
-  }
-  for (auto& d : done) {
-    if (!d.ok) {
-      spdlog::error("queue_id={} license mail could not be committed; written again", d.env.queue_id);
-      if (mail_day_[d.kind] == d.day) mail_day_.erase(d.kind);
-      continue;
-    }
-    ++mails_queued_;
-    sched_.submit(d.env);
-    save_meta(std::string("mail_day.") + lic::cli_name(d.kind), std::to_string(d.day));
-    write_cache();
-  }
 }
 
 // --- persistence: PostgreSQL and the local cache ------------------------------------------------

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "admin/local_mail.h"
 #include "http/http_client.h"
 #include "licensing/license_record.h"
 #include "licensing/license_state.h"
@@ -73,12 +74,6 @@ class LicenseManager {
     std::string last_error;
     uint64_t in_flight = 0;  // HttpClient request id of a scheduled check
   };
-  struct MailDone {
-    licensing::LicenseKind kind;
-    licensing::Day day;
-    bool ok;
-    Envelope env;
-  };
   void configure();
   int64_t now();
   std::optional<licensing::LicenseRecord> verify(const std::string& doc, std::string& why) const;
@@ -92,7 +87,6 @@ class LicenseManager {
   void send_due_mails();
   void claim_and_queue(licensing::LicenseKind k, const licensing::AdminMail& m, licensing::Day day);
   bool queue_mail(licensing::LicenseKind k, const licensing::AdminMail& m, licensing::Day day);
-  void drain_mails();
   void save(licensing::LicenseKind k);
   void save_meta(const std::string& key, const std::string& value);
   void write_cache() const;
@@ -120,8 +114,7 @@ class LicenseManager {
   std::array<std::string, licensing::kAllLicenses.size()> alert_text_{};
   licensing::Day published_day_ = INT64_MIN;
   int64_t saved_latest_ = 0;
-  std::mutex mail_mu_;
-  std::vector<MailDone> mail_done_;  // from the committer thread
+  std::unique_ptr<LocalMailer> mailer_;  // the admin mail through the spool and the scheduler
   uint64_t mails_queued_ = 0, checks_ok_ = 0, checks_failed_ = 0, records_refused_ = 0;
 };
 

@@ -142,6 +142,24 @@ CREATE TABLE quarantine (
 );
 CREATE INDEX quarantine_state ON quarantine (state, received_at);
 )SQL"},
+      // The EUQ console (issue 13): the install's link-signing key shared by the nodes, and the
+      // nonces of links already used (single use; kept until they expire).
+      {5, R"SQL(
+CREATE TABLE IF NOT EXISTS euq_meta (
+  key        text PRIMARY KEY,
+  value      text NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS euq_used_links (
+  nonce      text PRIMARY KEY,
+  purpose    text NOT NULL,
+  recipient  text NOT NULL,
+  expires_at timestamptz NOT NULL,
+  used_at    timestamptz NOT NULL DEFAULT now(),
+  node       text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS euq_used_links_expires ON euq_used_links (expires_at);
+)SQL"},
   };
   return m;
 }

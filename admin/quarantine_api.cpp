@@ -216,6 +216,33 @@ void quarantine_api(mta::Runtime& rt, mta::Scheduler& sched, QuarantineIndex* in
   respond(fail(404, "no such endpoint"));
 }
 
+bool quarantine_id_valid(const std::string& id) { return valid_id(id); }
+
+json quarantine_entry(const mta::Runtime& rt, const Envelope& e, bool with_headers) { return entry_json(rt, e, with_headers); }
+
+bool quarantine_release(mta::Runtime& rt, mta::Scheduler& sched, QuarantineIndex* index, const std::string& id,
+                        const std::string& by, std::string& err) {
+  if (!rt.spool || !valid_id(id)) return err = "bad quarantine ID", false;
+  Envelope e, rel;
+  if (!rt.spool->load_quarantined(id, e, err)) return false;
+  if (!rt.spool->release_quarantined(id, rt.clock->unix_seconds(), rel, err)) return false;
+  spdlog::info("queue_id={} released from quarantine by {} signature={}", id, esc(by), esc(e.quarantined));
+  sched.submit(rel);
+  if (index) index->state_changed(id, "released");
+  return true;
+}
+
+bool quarantine_delete(mta::Runtime& rt, QuarantineIndex* index, const std::string& id, const std::string& by,
+                       std::string& err) {
+  if (!rt.spool || !valid_id(id)) return err = "bad quarantine ID", false;
+  Envelope e;
+  if (!rt.spool->load_quarantined(id, e, err)) return false;
+  if (!rt.spool->delete_quarantined(id, err)) return false;
+  spdlog::info("queue_id={} quarantine deleted by {} signature={}", id, esc(by), esc(e.quarantined));
+  if (index) index->state_changed(id, "deleted");
+  return true;
+}
+
 std::string scan_metrics(const mta::Runtime& rt) {
   if (!rt.scan) return {};
   auto lic = rt.licenses.load();

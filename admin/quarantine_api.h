@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
@@ -56,6 +57,15 @@ class QuarantineIndex {
 
 // `parts`: the path split at '/', starting with "api", "v1", "quarantine".
 void quarantine_api(mta::Runtime& rt, mta::Scheduler& sched, QuarantineIndex* index, const HttpRequest& req, const std::vector<std::string>& parts, Responder respond);
+
+// For the EUQ console (admin/euq_console.h): the ID check, one entry as GET shows it, and
+// release/delete with the admin API's effects (the index, the scheduler), logged with `by`.
+bool quarantine_id_valid(const std::string& id);
+nlohmann::json quarantine_entry(const mta::Runtime& rt, const Envelope& e, bool with_headers);
+bool quarantine_release(mta::Runtime& rt, mta::Scheduler& sched, QuarantineIndex* index, const std::string& id,
+                        const std::string& by, std::string& err);
+bool quarantine_delete(mta::Runtime& rt, QuarantineIndex* index, const std::string& id, const std::string& by,
+                       std::string& err);
 
 // The /metrics lines of the scanning gate (postern_scan_*, postern_patterns_*).
 std::string scan_metrics(const mta::Runtime& rt);

@@ -537,6 +537,28 @@ Config parse_config(std::string_view text, const std::string& path) {
   euq.str("listen", c.euq_listen);
   euq.str("tls_cert_file", c.euq_tls_cert_file);
   euq.str("tls_key_file", c.euq_tls_key_file);
+  euq.str("public_url", c.euq.public_url);
+  euq.duration("link_lifetime", c.euq.link_lifetime);
+  euq.duration("session_lifetime", c.euq.session_lifetime);
+  euq.duration("digest_link_lifetime", c.euq.digest_link_lifetime);
+  euq.str("digest_time", c.euq.digest_time);
+  euq.duration("retention", c.euq.retention, true);
+  euq.uint("signin_limit_per_address", c.euq.signin_limit_per_address, 1, 10000);
+  euq.uint("signin_limit_per_ip", c.euq.signin_limit_per_ip, 1, 100000);
+  euq.duration("signin_window", c.euq.signin_window);
+  {
+    const std::string& t = c.euq.digest_time;
+    bool ok = t.empty() || (t.size() == 5 && t[2] == ':' && std::isdigit(static_cast<unsigned char>(t[0])) &&
+                            std::isdigit(static_cast<unsigned char>(t[1])) && std::isdigit(static_cast<unsigned char>(t[3])) &&
+                            std::isdigit(static_cast<unsigned char>(t[4])) && std::stoi(t.substr(0, 2)) < 24 &&
+                            std::stoi(t.substr(3, 2)) < 60);
+    if (!ok) fail("euq.digest_time", "must be \"HH:MM\" (24-hour, server.timezone) or \"\" (got '" + t + "')");
+    if (!c.euq.public_url.empty() && c.euq.public_url.rfind("https://", 0) != 0)
+      fail("euq.public_url", "must start with https:// (got '" + c.euq.public_url + "')");
+    for (auto [k, v] : {std::pair{"euq.link_lifetime", c.euq.link_lifetime}, std::pair{"euq.session_lifetime", c.euq.session_lifetime},
+                        std::pair{"euq.digest_link_lifetime", c.euq.digest_link_lifetime}, std::pair{"euq.signin_window", c.euq.signin_window}})
+      if (v < std::chrono::seconds(1)) fail(k, "must be at least 1s");
+  }
   euq.finish();
   for (auto [k, v] : {std::pair{"admin.listen", &c.admin_listen}, std::pair{"euq.listen", &c.euq_listen}}) {
     ListenAddr a;

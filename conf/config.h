@@ -124,6 +124,19 @@ struct HttpLimits {
   std::chrono::milliseconds write_timeout{std::chrono::seconds(30)};    // no write progress
 };
 
+// [euq]: the end-user quarantine console (admin/euq_console.h).
+struct EuqConfig {
+  std::string public_url;  // the base of links in mail ("" = https://<euq listen>)
+  std::chrono::milliseconds link_lifetime{std::chrono::minutes(15)};      // a sign-in link
+  std::chrono::milliseconds session_lifetime{std::chrono::hours(8)};      // the session cookie
+  std::chrono::milliseconds digest_link_lifetime{std::chrono::hours(72)};  // release/delete links in a digest
+  std::string digest_time = "08:00";  // daily, in server.timezone; "" = no digest
+  std::chrono::milliseconds retention{std::chrono::hours(24 * 30)};  // quarantined mail older is purged; 0 = kept
+  uint32_t signin_limit_per_address = 5;  // sign-in requests per signin_window
+  uint32_t signin_limit_per_ip = 20;
+  std::chrono::milliseconds signin_window{std::chrono::hours(1)};
+};
+
 struct QueueConfig {
   std::chrono::milliseconds min_backoff{std::chrono::minutes(5)};
   std::chrono::milliseconds max_backoff{std::chrono::hours(1)};
@@ -212,6 +225,7 @@ struct Config {
   std::string admin_tls_cert_file, admin_tls_key_file;  // empty: <state_dir>/certs/default_console.*
   std::string euq_listen = "127.0.0.1:8447";  // "" = no EUQ listener
   std::string euq_tls_cert_file, euq_tls_key_file;  // empty: <state_dir>/certs/default_console.*
+  EuqConfig euq;
   std::string database_url;
 
   std::string cert_file() const;

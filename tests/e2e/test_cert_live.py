@@ -102,7 +102,8 @@ def _consoles(tmp):
         assert len({cert_fingerprint(p) for p in (mta[0], adm[0], euq[0])}) == 3
         status, body = https(d.euq_port, "/health")
         assert status == 200 and body["status"] == "ok" and body["service"] == "euq", body
-        for path in ("/", "/api/v1/health", "/metrics", "/health/x"):
+        assert https(d.euq_port, "/")[0] == 200  # the EUQ console's page (test_euq)
+        for path in ("/api/v1/health", "/metrics", "/health/x"):
             assert https(d.euq_port, path)[0] == 404, path
         # The gauge of each role's notAfter; handshakes counted per role (the EUQ ones above).
         m = metrics(d)
