@@ -14,12 +14,14 @@
 
 #include "admin/admin_server.h"
 #include "admin/cert_expiry.h"
+#include "admin/dashboard_api.h"
 #include "admin/euq_server.h"
 #include "admin/license_manager.h"
 #include "admin/pattern_manager.h"
 #include "admin/pg_client.h"
 #include "admin/pg_embedded.h"
 #include "admin/quarantine_api.h"
+#include "admin/web_auth.h"
 #include "base/snapshot.h"
 #include "mta/queue/scheduler.h"
 #include "mta/runtime.h"
@@ -84,6 +86,8 @@ class ControlPlane {
   static constexpr size_t kMaxBuffered = 1000;
   void insert_event(const std::string& json, bool replay = false);
   std::string metrics() const;
+  std::string admin_password_hash() const;  // from the settings snapshot ("" = none set)
+  void password_saved(const std::string& hash);
 
   uv_loop_t* loop_;
   mta::Runtime& rt_;
@@ -93,7 +97,9 @@ class ControlPlane {
   std::string state_dir_;
   std::unique_ptr<EmbeddedPostgres> embedded_;
   std::unique_ptr<PgClient> db_;
+  std::unique_ptr<WebAuth> web_auth_;  // the dashboard's login and sessions (before api_: it uses it)
   std::unique_ptr<AdminServer> api_;
+  std::unique_ptr<ThroughputSampler> throughput_;  // GET /api/v1/stats/throughput
   std::unique_ptr<EuqServer> euq_;  // null when [euq] listen is ""
   std::unique_ptr<tls::CertWatch> watch_;  // the config's certificate files
   std::unique_ptr<CertExpiry> expiry_;
