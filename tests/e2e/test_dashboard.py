@@ -127,7 +127,10 @@ def test_dashboard_end_to_end():
         with Browser(timeout=30) as b:
             b.site = s
             _run(s, b)
-            assert b.errors() == [], b.errors()
+            # No script error, no CSP refusal; only the answers the test asked for (401, 403,
+            # 429, the favicon's 404) may show as failed loads.
+            errors = [e for e in b.errors() + b.errors(page="other") if "Failed to load resource" not in e]
+            assert errors == [], errors
     except BaseException:
         s.close(failed=True)
         raise
@@ -182,7 +185,10 @@ def _run(s, b):
     b.wait_text("#csr-out", "BEGIN CERTIFICATE REQUEST")
     b.wait_text('#certs tr[data-name="New-certificate"]', "requested")
     st, csr, _ = https(d, "GET", "/api/v1/certificates/New-certificate")
-    assert st == 200 and csr["kind"] == "csr" and "C=JP" in csr["subject"] and "O=Example Inc." in csr["subject"], csr
+    want = {"country": "JP", "state": "Tokyo", "locality": "Shibuya", "organisation": "Example Inc.",
+            "unit": "Support Division", "cn": "mx.example.test", "email": "postmaster@example.test",
+            "key": "ec-p256", "sans": ["DNS:mx.example.test"]}
+    assert st == 200 and csr["kind"] == "csr" and csr["status"] == "requested" and csr["fields"] == want, csr
     # A console certificate that expires in two days, imported from its files.
     cert, key = make_cert(os.path.join(s.tmp, "console-soon"), "console.e2e.test", days=2)
     b.upload("#import-cert", cert)
@@ -292,7 +298,7 @@ def _run(s, b):
 
     # --- patterns: update now against a dead server: the page says why --------------------------
     b.click('a[data-screen="patterns"]')
-    b.wait_text("#patterns", "freshclam")
+    b.wait_text("#patterns", "Last result")
     b.click("#patterns-update")
     b.wait_text("#patterns-result", "Update failed")
     b.wait_text("#patterns-result", "DOWNLOAD_FAILED")
