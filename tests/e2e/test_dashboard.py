@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 
 from browser import Browser
-from harness import Daemon, Peer, log_tail, make_cert, send_message, wait_for
+from harness import Daemon, ExternalPostgres, Peer, log_tail, make_cert, send_message, wait_for
 from test_license import Vendor, today
 from test_scan import EICAR, mail, sig_dir
 
@@ -329,3 +329,51 @@ def _run(s, b):
     b.click("#logout")
     b.wait_text("#login-error", "Logged out.")
     assert https(d, "GET", "/api/v1/health", token=False, headers={"Cookie": "postern_admin=" + cookie})[0] == 401
+
+
+def test_database_down_the_pages_say_so_and_login_works_from_the_cache():
+    pg = ExternalPostgres()
+    tmp = tempfile.mkdtemp(prefix="postern-e2e-dash-db-")
+    d = Daemon({"database": {"url": pg.url}, "updates": {"starter_bundle": "none"}})
+    try:
+        d.start()
+        wait_for(lambda: https(d, "GET", "/api/v1/health")[1].get("database") == "up", 30, "database up")
+        pw = os.path.join(tmp, "password")
+        with open(pw, "w") as f:
+            f.write(PASSWORD + "\n")
+        assert d.ctl("admin", "set-password", "--password-file", pw)[0] == 0
+        assert oct(os.stat(os.path.join(d.dir, "cache", "control.json")).st_mode & 0o777) == "0o600"
+        with Browser(timeout=30) as b:
+            b.goto(d.admin_url() + "/")
+            b.fill("#password", PASSWORD)
+            b.click("#login")
+            b.wait_text("#status", "database up")
+            b.wait_text("#events", "ADMIN_LOGIN_OK")
+            pg.stop()
+            b.wait_text("#dbdown", "Database unavailable", timeout=15)
+            b.wait_text('#alerts li[data-code="DATABASE_UNAVAILABLE"]', "Database unavailable")
+            b.wait_text("#status", "database down")
+            b.wait_text("#dash-licenses", "Antivirus")  # what does not need the database still shows
+            b.screenshot("dashboard-database-down")
+            b.click('a[data-screen="certificates"]')
+            b.wait_text("#certs-error", "Database unavailable", timeout=20)
+            # Setting a password needs the database; logging in does not (the cached settings).
+            rc, out, err = d.ctl("admin", "set-password", "--password-file", pw)
+            assert rc == 1 and "503" in err and "database unavailable" in err, (rc, out, err)
+            b.goto(d.admin_url() + "/", page="other")
+            b.fill("#password", PASSWORD, page="other")
+            b.click("#login", page="other")
+            b.wait_text("#status", "database down", page="other")
+            pg.start()
+            b.wait_text("#status", "database up", page="other", timeout=30)
+            b.wait("#dbdown", state="hidden", page="other")
+            errors = [e for e in b.errors() + b.errors(page="other") if "Failed to load resource" not in e]
+            assert errors == [], errors
+        assert d.stop() == 0
+    except BaseException:
+        print("---- posternd log tail ----\n" + log_tail(d, 60))
+        raise
+    finally:
+        d.cleanup()
+        pg.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -208,12 +208,15 @@ async function loadDashboard() {
   for (const r of [health, alerts, roles, lic, pat, thr, events])
     if (r.status === 'rejected' && r.reason.status === 401) throw r.reason;
   const list = clear('#alerts');
+  const items = [];  // shown errors first, then warnings, then notices; seed 000's alert on top
   const add = (cls, text, code, extra) => {
     const li = el('li', null, 'alert ' + cls);
     li.dataset.code = code;
     li.appendChild(el('span', text, 'alert-text'));
     if (extra) for (const x of extra) li.appendChild(x);
-    list.appendChild(li);
+    const rank = (code === 'CERT_INVALID_IN_USE' ? 0 : code === 'DATABASE_UNAVAILABLE' ? 1 : 2) * 10 +
+      (cls === 'error' ? 0 : cls === 'warning' ? 1 : 2);
+    items.push([rank, items.length, li]);
   };
   // Database.
   const dbdown = health.status === 'fulfilled' && health.value.database !== 'up';
@@ -254,16 +257,23 @@ async function loadDashboard() {
     if (p.stale) add('error', 'Patterns are stale: updates are refused by the antivirus license; scanning goes on with the installed patterns.', 'PATTERNS_STALE');
     if (p.last_error) add('warning', 'The last pattern update failed: ' + p.last_error + (p.last_result ? ' (' + p.last_result + ')' : ''), 'PATTERNS_UPDATE_FAILED');
     const inst = p.installed;
-    $('#dash-patterns').textContent = inst ? 'version ' + inst.version + ', issued ' + fmtTime(inst.issued_at) +
-      ' (age ' + fmtAge(inst.age_seconds) + ')' + (p.stale ? ', STALE' : '') : 'no bundle installed';
+    const engine = p.engine && p.engine.loaded ? 'engine loaded' : 'no engine loaded' + (p.engine && p.engine.error ? ': ' + p.engine.error : '');
+    $('#dash-patterns').textContent = (inst ? 'bundle version ' + inst.version + ', issued ' + fmtTime(inst.issued_at) +
+      ' (age ' + fmtAge(inst.age_seconds) + ')' : 'no signed bundle installed') + ' · ' + engine + (p.stale ? ' · STALE' : '');
   } else {
     $('#dash-patterns').textContent = pat.reason.message;
   }
+  items.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  for (const [, , li] of items) list.appendChild(li);
   if (!list.firstChild) list.appendChild(el('li', 'No alerts.', 'alert none'));
   // Certificates per role.
   const rb = clear('#roles tbody');
   if (roles.status === 'fulfilled') {
-    for (const r of roles.value) row(rb, [r.role, r.certificate || '(none)', r.fingerprint || '', r.not_after || '', r.generation || '']);
+    for (const r of roles.value) {
+      const tr = row(rb, [r.role, r.certificate || '(none)', r.fingerprint || '', r.not_after || '', r.generation || '']);
+      tr.children[2].className = 'fp';
+      tr.dataset.role = r.role;
+    }
   } else row(rb, [roles.reason.message]);
   // Licenses.
   const lb = clear('#dash-licenses tbody');
