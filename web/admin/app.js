@@ -56,6 +56,7 @@ function row(tbody, cells) {
     if (c instanceof Node) td.appendChild(c); else td.textContent = c === null || c === undefined ? '' : String(c);
     tr.appendChild(td);
   }
+  if (cells.length === 1) tr.firstChild.colSpan = 99;  // a message in place of the rows
   tbody.appendChild(tr);
   return tr;
 }
