@@ -3,6 +3,7 @@ the real posternd (private PostgreSQL, libclamav gate with a test signature dire
 license server, an SMTP sink downstream. The password is set with posternctl; the page logs in
 with it. Dates move with posternd --test-clock; no test sleeps to move time. Screenshots of
 every screen go to build/test-screenshots/dashboard-*.png."""
+import base64
 import datetime
 import hashlib
 import json
@@ -200,6 +201,20 @@ def _run(s, b):
     # Export from the page.
     b.click('#certs tr[data-name="console-soon"] button:text("Export")')
     b.wait_text("#cert-export", "BEGIN CERTIFICATE")
+    # Backup from the page (a download link); restore by upload (a backup made through the API).
+    b.fill("#backup-pass", "backup-password-1")
+    b.click("#backup-submit")
+    b.wait("#backup-link")
+    assert b.eval("document.querySelector('#backup-link').href").startswith("blob:")
+    st, bk, _ = https(d, "POST", "/api/v1/certificates/backup", {"password": "backup-password-2"})
+    assert st == 200, bk
+    backup = os.path.join(s.tmp, "certs.backup")
+    with open(backup, "wb") as f:
+        f.write(base64.b64decode(bk["file"]))
+    b.upload("#restore-file", backup)
+    b.fill("#restore-pass", "backup-password-2")
+    b.click("#restore-submit")
+    b.wait_text("#flash", "Restore: %d entries and %d bindings restored" % (bk["entries"], bk["bindings"]))
 
     # --- licenses: activate in the page (expiry tomorrow), update status -----------------------
     D = today() + datetime.timedelta(days=1)
@@ -275,6 +290,13 @@ def _run(s, b):
     b.wait_text("#queue", "carol@slow.test")
     qids = [m["queue_id"] for m in https(d, "GET", "/api/v1/queue")[1]["messages"]]
     assert len(qids) == 2, qids
+    held = '#queue tr[data-qid="%s"]' % qids[1]
+    b.click(held + ' button:text("Hold")')
+    b.wait(held + ' button:text("Release")')
+    assert https(d, "GET", "/api/v1/queue/" + qids[1])[1]["held"] is True
+    b.click(held + ' button:text("Release")')
+    b.wait(held + ' button:text("Hold")')
+    assert https(d, "GET", "/api/v1/queue/" + qids[1])[1]["held"] is False
     b.click("#queue-flush-all")
     b.wait_text("#flash", "Flush the whole queue")
     b.screenshot("dashboard-queue")

@@ -439,7 +439,10 @@ $('#restore-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const data = await readFile($('#restore-file'), false);
   if (!data) return flash('Choose a backup file first.', true);
-  await act('Restore', () => api('POST', '/api/v1/certificates/restore', { file: b64(data), password: $('#restore-pass').value }));
+  await act('Restore', async () => {
+    const j = await api('POST', '/api/v1/certificates/restore', { file: b64(data), password: $('#restore-pass').value });
+    return { message: j.entries + ' entries and ' + j.bindings + ' bindings restored' };
+  });
   $('#restore-pass').value = '';
 });
 
