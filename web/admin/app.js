@@ -475,11 +475,11 @@ async function loadLicenses() {
     $('#license-show-optional').hidden = !j.hide_optional;
   }, (e) => { $('#licenses-error').textContent = e.message; });
 }
-async function licenseAction(what, path) {
+async function licenseAction(what, path, done) {
   try {
     const j = await api('POST', path);
-    $('#license-result').textContent = j.message || 'done';
-    flash(what + ': ' + (j.message || 'done'));
+    $('#license-result').textContent = j.message || done || 'done';
+    flash(what + ': ' + (j.message || done || 'done'));
   } catch (e) {
     // update-status answers 502 with its message when the server cannot be reached.
     const msg = (e.body && e.body.message) || e.message;
@@ -489,8 +489,10 @@ async function licenseAction(what, path) {
   refresh();
 }
 $('#license-update-status').addEventListener('click', () => licenseAction('Update status', '/api/v1/licenses/update-status'));
-$('#license-hide-optional').addEventListener('click', () => licenseAction('Hide optional notices', '/api/v1/licenses/hide-optional'));
-$('#license-show-optional').addEventListener('click', () => licenseAction('Show optional notices', '/api/v1/licenses/show-optional'));
+$('#license-hide-optional').addEventListener('click', () => licenseAction('Hide optional notices', '/api/v1/licenses/hide-optional',
+  'The notices of optional licenses that are not activated are hidden.'));
+$('#license-show-optional').addEventListener('click', () => licenseAction('Show optional notices', '/api/v1/licenses/show-optional',
+  'The notices of optional licenses that are not activated are shown.'));
 
 // --- patterns ------------------------------------------------------------------------------
 
