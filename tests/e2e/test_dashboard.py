@@ -11,10 +11,12 @@ import os
 import shutil
 import socket
 import ssl
+import subprocess
 import tempfile
 import urllib.error
 import urllib.request
 
+import harness
 from browser import Browser
 from harness import Daemon, ExternalPostgres, Peer, log_tail, make_cert, send_message, wait_for
 from test_license import Vendor, today
@@ -363,7 +365,12 @@ def test_database_down_the_pages_say_so_and_login_works_from_the_cache():
         pw = os.path.join(tmp, "password")
         with open(pw, "w") as f:
             f.write(PASSWORD + "\n")
-        assert d.ctl("admin", "set-password", "--password-file", pw)[0] == 0
+        # From stdin this time (test_dashboard_end_to_end uses --password-file); a short one is refused.
+        ctl = [os.path.join(harness.BIN, "posternctl"), "--config", d.conf, "admin", "set-password"]
+        r = subprocess.run(ctl, input="short\n", capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "at least 8 characters" in r.stderr, (r.returncode, r.stderr)
+        r = subprocess.run(ctl, input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
         assert oct(os.stat(os.path.join(d.dir, "cache", "control.json")).st_mode & 0o777) == "0o600"
         with Browser(timeout=30) as b:
             b.goto(d.admin_url() + "/")
