@@ -1,7 +1,8 @@
-// admin_server.h — the admin HTTPS API listener: the shared HTTP server (http/) with the
-// admin-console role's certificate (a reassigned certificate applies to the next connection) and
-// bearer-token authentication, checked in constant time as soon as the headers are complete
-// (401, no detail, and no body is read).
+// admin_server.h — the admin HTTPS listener: the shared HTTP server (http/) with the
+// admin-console role's certificate (a reassigned certificate applies to the next connection),
+// serving the API (bearer token or dashboard session, see admin/web_auth.h: checked as soon as
+// the headers are complete, before any body is read), the dashboard's login, and its pages
+// (http::serve_static from the web root, every answer with the console headers).
 #pragma once
 
 #include <uv.h>
@@ -9,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "admin/web_auth.h"
 #include "conf/config.h"
 #include "http/http_server.h"
 #include "tls/context_provider.h"
@@ -22,7 +24,8 @@ using Handler = http::Handler;
 
 class AdminServer {
  public:
-  AdminServer(uv_loop_t* loop, tls::ContextProvider& ctx, std::string token, Handler handler,
+  // `auth` must outlive the server. `web_root` "" = no pages (404).
+  AdminServer(uv_loop_t* loop, tls::ContextProvider& ctx, WebAuth& auth, std::string web_root, Handler handler,
               HttpLimits limits = {});
   // Throws std::runtime_error naming the address.
   void listen(const std::string& host, uint16_t port);

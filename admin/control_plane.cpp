@@ -21,6 +21,7 @@
 #include "admin/cert_api.h"
 #include "admin/pattern_api.h"
 #include "base/log.h"
+#include "http/static_files.h"
 
 namespace postern::admin {
 namespace fs = std::filesystem;
@@ -154,8 +155,16 @@ void ControlPlane::start() {
   patterns_->start();
 
   std::string token = ensure_token(cfg->state_dir);
-  api_ = std::make_unique<AdminServer>(loop_, rt_.tls.role(tls::Role::kAdminConsole), token,
+  web_auth_ = std::make_unique<WebAuth>(*rt_.clock, token, [this] { return admin_password_hash(); },
+                                        [this](const std::string& c, const std::string& sev, const std::string& t) {
+                                          raise(c, sev, t);
+                                        });
+  web_auth_->configure(cfg->admin_web);
+  std::string web_root = cfg->admin_web.web_root.empty() ? http::default_web_root("admin") : cfg->admin_web.web_root;
+  api_ = std::make_unique<AdminServer>(loop_, rt_.tls.role(tls::Role::kAdminConsole), *web_auth_, web_root,
                                        [this](const HttpRequest& r, Responder resp) { handle(r, std::move(resp)); }, cfg->admin);
+  throughput_ = std::make_unique<ThroughputSampler>(loop_, rt_);
+  throughput_->start();
   ListenAddr a;
   parse_listen(cfg->admin_listen, a);
   api_->listen(a.host, a.port);
@@ -184,6 +193,7 @@ void ControlPlane::start() {
 
 void ControlPlane::stop() {
   if (api_) api_->close();
+  if (throughput_) throughput_->close();
   if (euq_) euq_->close();
   if (euq_console_) euq_console_->stop();
   if (watch_) watch_->close();
@@ -245,6 +255,8 @@ bool ControlPlane::write_cache_file(const std::string& name, const std::string& 
     out << text;
     if (!out) return false;
   }
+  // 0600: control.json holds the admin password's hash.
+  fs::permissions(tmp, fs::perms::owner_read | fs::perms::owner_write, ec);
   fs::rename(tmp, path, ec);
   return !ec;
 }
@@ -285,6 +297,7 @@ void ControlPlane::insert_event(const std::string& ej, bool replay) {
 std::string ControlPlane::reload(const std::string& by) {
   std::string failures = hooks_.reload ? hooks_.reload(by) : "";
   if (watch_) watch_->watch(tls::watched_files(*rt_.config.load()));  // the config may name other files now
+  if (web_auth_) web_auth_->configure(rt_.config.load()->admin_web);
   raise(failures.empty() ? "RELOAD_APPLIED" : "RELOAD_FAILED", failures.empty() ? "info" : "error",
         "reload requested by " + by + (failures.empty() ? " applied" : " failed: " + failures));
   return failures;
@@ -424,6 +437,10 @@ void ControlPlane::handle(const HttpRequest& req, Responder respond) {
   }
   if (area == "licenses" && licenses_) return license_api(*licenses_, req, p, std::move(respond));
   if (area == "patterns" && patterns_) return pattern_api(*patterns_, req, p, std::move(respond));
+  if (area == "stats" && p.size() == 4 && p[3] == "throughput" && m == "GET" && throughput_)
+    return respond(ok_json(throughput_->data().to_json(rt_.clock->unix_seconds())));
+  if (area == "admin" && p.size() == 4 && p[3] == "password")
+    return admin_password_api(db_.get(), database_up(), req, std::move(respond), [this](const std::string& h) { password_saved(h); });
   if (area == "version" && m == "GET") return respond(ok_json({{"version", POSTERN_VERSION}, {"node", node_}}));
   if (area == "certificates") return certs_->handle(req, p, std::move(respond));
   if (area == "quarantine") return quarantine_api(rt_, sched_, quarantine_.get(), req, p, std::move(respond));
@@ -522,6 +539,27 @@ HttpResponse ControlPlane::queue_page(const HttpRequest& req) {
   return ok_json({{"total", page.total}, {"limit", limit}, {"messages", msgs}, {"next_after", next}});
 }
 
+std::string ControlPlane::admin_password_hash() const {
+  auto st = state();
+  auto it = st->settings.find(kPasswordSetting);
+  if (it == st->settings.end()) return "";
+  auto j = json::parse(it->second, nullptr, false);
+  return j.is_string() ? j.get<std::string>() : "";
+}
+
+// The new hash is used at once on this node (the snapshot, then the cache), then re-read from
+// the database; the other nodes are told. Sessions made under the old one end (web_auth.h).
+void ControlPlane::password_saved(const std::string& hash) {
+  auto s = std::make_shared<ControlState>(*state());
+  s->settings[kPasswordSetting] = json(hash).dump();
+  write_cache(*s);
+  state_.publish(std::move(s));
+  web_auth_->drop_sessions();
+  raise("ADMIN_PASSWORD_SET", "info", "the admin password was set through the admin API");
+  load_state();
+  notify_nodes("settings");
+}
+
 std::string ControlPlane::metrics() const {
   std::ostringstream o;
   auto& c = rt_.counters;
@@ -596,6 +634,14 @@ std::string ControlPlane::metrics() const {
   o << "postern_tls_tickets_total{result=\"unknown_key\"} " << tk.tickets_unknown() << "\n";
   metric("postern_admin_requests_total", "counter", "Admin API requests.");
   o << "postern_admin_requests_total " << (api_ ? api_->requests() : 0) << "\n";
+  if (web_auth_) {
+    metric("postern_admin_logins_total", "counter", "Dashboard logins by result (locked: refused while locked out).");
+    o << "postern_admin_logins_total{result=\"ok\"} " << web_auth_->logins_ok() << "\n";
+    o << "postern_admin_logins_total{result=\"failed\"} " << web_auth_->logins_failed() << "\n";
+    o << "postern_admin_logins_total{result=\"locked\"} " << web_auth_->logins_locked() << "\n";
+    metric("postern_admin_sessions", "gauge", "Dashboard sessions open.");
+    o << "postern_admin_sessions " << web_auth_->sessions() << "\n";
+  }
   metric("postern_database_up", "gauge", "1 when the control-plane database is reachable.");
   o << "postern_database_up " << (database_up() ? 1 : 0) << "\n";
   metric("postern_events_total", "counter", "Events raised on this node.");

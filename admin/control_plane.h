@@ -14,6 +14,7 @@
 
 #include "admin/admin_server.h"
 #include "admin/cert_expiry.h"
+#include "admin/dashboard_api.h"
 #include "admin/euq_console.h"
 #include "admin/euq_server.h"
 #include "admin/license_manager.h"
@@ -21,6 +22,7 @@
 #include "admin/pg_client.h"
 #include "admin/pg_embedded.h"
 #include "admin/quarantine_api.h"
+#include "admin/web_auth.h"
 #include "base/snapshot.h"
 #include "mta/queue/scheduler.h"
 #include "mta/runtime.h"
@@ -85,6 +87,8 @@ class ControlPlane {
   static constexpr size_t kMaxBuffered = 1000;
   void insert_event(const std::string& json, bool replay = false);
   std::string metrics() const;
+  std::string admin_password_hash() const;  // from the settings snapshot ("" = none set)
+  void password_saved(const std::string& hash);
 
   uv_loop_t* loop_;
   mta::Runtime& rt_;
@@ -94,7 +98,9 @@ class ControlPlane {
   std::string state_dir_;
   std::unique_ptr<EmbeddedPostgres> embedded_;
   std::unique_ptr<PgClient> db_;
+  std::unique_ptr<WebAuth> web_auth_;  // the dashboard's login and sessions (before api_: it uses it)
   std::unique_ptr<AdminServer> api_;
+  std::unique_ptr<ThroughputSampler> throughput_;  // GET /api/v1/stats/throughput
   std::unique_ptr<EuqServer> euq_;  // null when [euq] listen is ""
   std::unique_ptr<EuqConsole> euq_console_;  // the console behind it (null with it)
   std::unique_ptr<tls::CertWatch> watch_;  // the config's certificate files

@@ -17,6 +17,7 @@
 
 #include "cmd/posternctl_license.h"
 #include "cmd/posternctl_patterns.h"
+#include "cmd/posternctl_admin.h"
 #include "cmd/posternctl_quarantine.h"
 #include "cmd/posternctl_cert.h"
 #include "conf/config.h"
@@ -123,6 +124,7 @@ void print_roles(const json& roles) {
 void print_result(const std::string& method, const std::string& path, const json& j) {
   if (postern::ctl::print_license(path, j)) return;
   if (postern::ctl::print_patterns(path, j)) return;
+  if (postern::ctl::print_admin(path, j)) return;
   if (postern::ctl::print_quarantine(method, path, j)) return;
   if (path == "/api/v1/queue" && j.is_array()) print_queue(j);
   else if (path.rfind("/api/v1/queue/", 0) == 0 && method == "GET" && j.is_object()) print_message(j);
@@ -252,6 +254,7 @@ int run(int argc, char** argv) {
       ->callback([&] { method = "POST"; path = "/api/v1/tls/flush-tickets"; });
   postern::ctl::add_license_commands(app, method, path, request_body);
   postern::ctl::add_patterns_commands(app, method, path, request_body);
+  postern::ctl::add_admin_commands(app, method, path, request_body);
   postern::ctl::add_quarantine_commands(app, method, path);
   auto* cert_cmds = postern::ctl::add_cert_commands(app);
   try {

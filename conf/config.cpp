@@ -532,6 +532,13 @@ Config parse_config(std::string_view text, const std::string& path) {
   admin.duration("write_timeout", c.admin.write_timeout);
   admin.str("tls_cert_file", c.admin_tls_cert_file);
   admin.str("tls_key_file", c.admin_tls_key_file);
+  admin.uint("login_max_failures", c.admin_web.login_max_failures, 1, 1000);
+  admin.uint("login_max_failures_overall", c.admin_web.login_max_failures_overall, 1, 100000);
+  admin.duration("login_lockout", c.admin_web.login_lockout);
+  admin.duration("session_idle_timeout", c.admin_web.session_idle_timeout);
+  admin.duration("session_lifetime", c.admin_web.session_lifetime);
+  admin.uint("max_sessions", c.admin_web.max_sessions, 1, 10000);
+  admin.str("web_root", c.admin_web.web_root);
   admin.finish();
   Section euq(top.table("euq"), "euq");
   euq.str("listen", c.euq_listen);

@@ -137,6 +137,17 @@ struct EuqConfig {
   std::chrono::milliseconds signin_window{std::chrono::hours(1)};
 };
 
+// [admin] keys of the dashboard's login (admin/web_auth.h).
+struct AdminWebConfig {
+  uint32_t login_max_failures = 5;           // failed logins from one client IP before it is locked out
+  uint32_t login_max_failures_overall = 50;  // failed logins from all IPs (within login_lockout) before all are
+  std::chrono::milliseconds login_lockout{std::chrono::minutes(15)};
+  std::chrono::milliseconds session_idle_timeout{std::chrono::minutes(30)};
+  std::chrono::milliseconds session_lifetime{std::chrono::hours(12)};
+  uint32_t max_sessions = 64;  // sessions at once; past it the least recently used goes
+  std::string web_root;        // "" = <exe>/../share/postern/web/admin
+};
+
 struct QueueConfig {
   std::chrono::milliseconds min_backoff{std::chrono::minutes(5)};
   std::chrono::milliseconds max_backoff{std::chrono::hours(1)};
@@ -222,6 +233,7 @@ struct Config {
   ScanConfig scan;
   std::string admin_listen = "127.0.0.1:8445";
   HttpLimits admin;
+  AdminWebConfig admin_web;  // the dashboard's login and sessions (admin/web_auth.h)
   std::string admin_tls_cert_file, admin_tls_key_file;  // empty: <state_dir>/certs/default_console.*
   std::string euq_listen = "127.0.0.1:8447";  // "" = no EUQ listener
   std::string euq_tls_cert_file, euq_tls_key_file;  // empty: <state_dir>/certs/default_console.*

@@ -47,6 +47,7 @@ struct Counters {
   std::atomic<uint64_t> verify_probes{0};           // recipient verification: probes sent downstream
   std::atomic<uint64_t> verify_cached{0};           // ... RCPTs answered from the cache
   std::atomic<uint64_t> verify_unreachable{0};      // ... answered as unreachable (relay.verify_unreachable)
+  std::atomic<uint64_t> gate_rejected{0};           // messages the scanning gate rejected (5xx) or tempfailed (4xx)
 };
 
 class IpLimiter {

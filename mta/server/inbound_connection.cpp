@@ -320,6 +320,7 @@ void InboundConnection::gate_answer(const policy::GateDecision& d, const scan::S
   smtp::ScanOutcome o;
   o.commit = d.action == policy::GateAction::kCommit || d.action == policy::GateAction::kQuarantine;
   o.quarantine = d.action == policy::GateAction::kQuarantine;
+  if (!o.commit) w_.runtime().counters.gate_rejected.fetch_add(1);  // the dashboard's throughput graph
   o.signature = d.signature;
   o.header = d.header;
   o.reply = d.reply;
