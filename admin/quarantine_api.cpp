@@ -239,6 +239,7 @@ void QuarantineIndex::state_changed(const std::string& qid, const std::string& s
               auto it = states_.find(qid);
               if (it != states_.end() && it->second == state) {
                 states_.erase(it);
+                if (pending_) --pending_;
                 save_states();
               }
             });
