@@ -333,6 +333,7 @@ bool InboundConnection::scan_message(const Envelope& env) {
       });
     });
     if (queued) {
+      spdlog::debug("queue_id={} client={} scan queued size={}", qid, ip_, len);
       wait_facts_ = facts;
       arm_timer();  // the scan deadline's tick
       return true;
@@ -382,7 +383,8 @@ void InboundConnection::gate_answer(const policy::GateDecision& d, const scan::S
   if (!d.failure.empty()) m.failure(d.failure);
   const auto& env = session_->envelope();
   spdlog::info("queue_id={} client={} scan verdict={}{}{} seconds={:.3f} action={}", env.queue_id, ip_, d.verdict,
-               d.signature.empty() ? "" : " signature=", esc(d.signature.empty() ? d.failure : d.signature),
+               !d.signature.empty() ? " signature=" : d.failure.empty() ? "" : " failure=",
+               esc(d.signature.empty() ? d.failure : d.signature),
                r ? r->seconds : 0.0,
                d.action == policy::GateAction::kCommit ? "deliver"
                : d.action == policy::GateAction::kQuarantine ? "quarantine"

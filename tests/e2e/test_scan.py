@@ -605,3 +605,48 @@ def test_full_scan_queue_answers_451_and_every_250_is_delivered():
         assert ids == set(ok), (ids, ok)
         assert d.queued() == []
     with_gate(body, scan={"threads": 1, "queue_size": 1})
+
+
+def test_no_verdict_within_the_deadline_is_451_and_the_late_verdicts_are_refused():
+    """The session's own deadline (scan.timeout + 5 s, on the injected clock): one scan thread busy
+    with a slow archive, a second message waiting behind it; the clock jumps past both deadlines:
+    both get 451 4.7.1 while libclamav still runs. The second session's next message waits for its
+    own verdict: the late verdict of the one before it arrives first and is refused (its ticket),
+    the new one's is taken; nothing refused is delivered."""
+    def body(g):
+        d = g.d
+        def start(c):
+            c.cmd("EHLO client.e2e")
+            assert c.cmd("MAIL FROM:<bob@remote.example>")[0] == 250
+            assert c.cmd("RCPT TO:<alice@example.test>")[0] == 250
+            assert c.cmd("DATA")[0] == 354
+        a, b = Smtp(d.port, timeout=60), Smtp(d.port, timeout=60)
+        start(a)
+        a.send(mail(slow_zip(6000), name="slow.zip") + ".\r\n")  # about 8 s of libclamav on one thread
+        wait_for(lambda: " scan queued size=" in d.log_text(), 30, "the slow one handed to the scan pool")
+        start(b)
+        b.send(mail(b"waits in the queue", subject="second") + ".\r\n")
+        wait_for(lambda: d.log_text().count(" scan queued size=") >= 2, 30, "both handed to the scan pool")
+        d.move_clock(3600)
+        for c in (a, b):
+            code, text = c.reply()
+            assert code == 451 and text.startswith("451 4.7.1"), text
+        d.wait_log("no scan verdict within scan.timeout + 5s")
+        assert metric(d, 'postern_scan_failures_total{reason="timeout"}') == 2
+        # The next message on b: queued behind the two scans still running or waiting.
+        assert b.cmd("MAIL FROM:<bob@remote.example>")[0] == 250
+        assert b.cmd("RCPT TO:<alice@example.test>")[0] == 250
+        assert b.cmd("DATA")[0] == 354
+        b.send(mail(b"the third", subject="third") + ".\r\n")
+        code, text = b.reply()  # after the slow scan and the second one's (refused) verdict
+        assert code == 250 and "queued as" in text, text
+        qid = QID.search(text).group(1)
+        wait_for(lambda: d.log_text().count("late scan verdict=clean ignored") >= 2, 30, "both late verdicts refused")
+        for c in (a, b):
+            c.cmd("QUIT")
+            c.close()
+        m = g.delivered(1)
+        assert len(m) == 1 and qid.encode() in m[0]["body"] and b"Subject: third" in m[0]["body"], m
+        wait_for(lambda: d.queued() == [], 10, "the delivered one removed from the queue")
+        d.wait_log("scan verdict=error failure=timeout seconds=")
+    with_gate(body, test_clock=True, scan={"threads": 1, "queue_size": 4})
