@@ -326,7 +326,7 @@ bool InboundConnection::scan_message(const Envelope& env) {
       if (r.verdict == scan::Verdict::kInfected && !tag.empty()) subject = find_subject(fd, len, max_header, tag);
       ::close(fd);
       w->post([w, id, r, facts, ticket, qid, subject] {
-        if (auto* c = w->find_conn(id)) c->scan_finished(ticket, r, facts, subject);
+        if (auto* c = w->find_conn(id)) c->scan_finished(ticket, qid, r, facts, subject);
         else spdlog::info("queue_id={} scan verdict={} after the client left: dropped, nothing queued", qid,
                           verdict_word(r.verdict));
         w->commit_answered();
@@ -348,11 +348,12 @@ bool InboundConnection::scan_message(const Envelope& env) {
   return true;
 }
 
-void InboundConnection::scan_finished(uint64_t ticket, const scan::ScanResult& r, const policy::ScanFacts& facts,
-                                      const policy::SubjectEdit& subject) {
+void InboundConnection::scan_finished(uint64_t ticket, const std::string& qid, const scan::ScanResult& r,
+                                      const policy::ScanFacts& facts, const policy::SubjectEdit& subject) {
   if (!session_ || !session_->awaiting_scan() || !scan_wait_.take(ticket)) {
     // The client left, or the deadline passed and scan.failure_action answered already.
-    spdlog::info("session={} client={} late scan verdict={} ignored", id_, ip_, verdict_word(r.verdict));
+    spdlog::info("queue_id={} session={} client={} late scan verdict={} ignored", qid, id_, ip_,
+                 verdict_word(r.verdict));
     return;
   }
   gate_answer(policy::decide(cfg_->scan, facts, r, subject), &r);

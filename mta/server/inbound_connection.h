@@ -39,8 +39,8 @@ class InboundConnection : public smtp::SessionHooks, public tls::StreamHandler {
   // The scan thread's answer (posted to this loop): the gate decides, the session goes on.
   // ticket: the ScanWait ticket of the scan (a verdict for another, or a late one, is refused);
   // subject: where the Subject tag goes (on_virus = "tag", infected only).
-  void scan_finished(uint64_t ticket, const scan::ScanResult& r, const policy::ScanFacts& facts,
-                     const policy::SubjectEdit& subject);
+  void scan_finished(uint64_t ticket, const std::string& qid, const scan::ScanResult& r,
+                     const policy::ScanFacts& facts, const policy::SubjectEdit& subject);
   uint64_t id() const { return id_; }
 
   // SessionHooks
