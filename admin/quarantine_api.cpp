@@ -2,12 +2,18 @@
 // reaches a path (Spool::load_quarantined checks again); header text is bounded and JSON-escaped.
 #include "admin/quarantine_api.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <ctime>
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "base/log.h"
@@ -21,6 +27,7 @@ namespace {
 using json = nlohmann::json;
 constexpr size_t kMaxHeaderShown = 64 * 1024;
 constexpr size_t kMaxListed = 10000;
+constexpr size_t kMaxStatesFile = 4 << 20;  // quarantine-index.json: far above kMaxListed entries
 
 HttpResponse ok(const json& j) { return {200, "application/json", j.dump(-1, ' ', false, json::error_handler_t::replace)}; }
 HttpResponse fail(int status, const std::string& m) { return {status, "application/json", json_error(m)}; }
@@ -105,6 +112,58 @@ QuarantineIndex::QuarantineIndex(uv_loop_t* loop, mta::Runtime& rt, PgClient& db
     : rt_(rt), db_(db), node_(std::move(node)) {
   uv_timer_init(loop, &timer_);
   timer_.data = this;
+  auto cfg = rt_.config.load();
+  if (cfg) states_path_ = cfg->state_dir + "/quarantine-index.json";
+  load_states();
+  pending_ = states_.size();
+}
+
+// {"node": ..., "states": {"<qid>": "released" | "deleted"}}: the changes still owed to the
+// database. A file for another node name, or one that does not parse, is kept aside (.bad), not
+// trusted.
+void QuarantineIndex::load_states() {
+  if (states_path_.empty()) return;
+  std::ifstream in(states_path_, std::ios::binary);
+  if (!in) return;
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.size() > kMaxStatesFile) return (void)spdlog::error("quarantine index: {} is too large, ignored", states_path_);
+  json j = json::parse(text, nullptr, false);
+  bool good = j.is_object() && j.value("node", std::string()) == node_ && j.contains("states") && j["states"].is_object();
+  if (good)
+    for (auto& [qid, st] : j["states"].items())
+      if (!valid_id(qid) || !st.is_string() || (st != "released" && st != "deleted")) good = false;
+  if (!good) {
+    spdlog::error("quarantine index: {} is not a pending-state file of node {}: moved to .bad", states_path_, esc(node_));
+    ::rename(states_path_.c_str(), (states_path_ + ".bad").c_str());
+    return;
+  }
+  for (auto& [qid, st] : j["states"].items()) states_[qid] = st.get<std::string>();
+  if (!states_.empty())
+    spdlog::info("quarantine index: {} release/delete changes still to write to the database", states_.size());
+}
+
+void QuarantineIndex::save_states() {
+  if (states_path_.empty()) return;
+  if (states_.empty()) {
+    if (::unlink(states_path_.c_str()) != 0 && errno != ENOENT)
+      spdlog::error("quarantine index: cannot remove {}: {}", states_path_, std::strerror(errno));
+    return;
+  }
+  json j = {{"node", node_}, {"states", json::object()}};
+  for (auto& [qid, st] : states_) j["states"][qid] = st;
+  std::string text = j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  std::string tmp = states_path_ + ".tmp";
+  std::string dir = states_path_.substr(0, states_path_.rfind('/') == std::string::npos ? 0 : states_path_.rfind('/'));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  if (fd >= 0 && ::close(fd) != 0) ok = false;
+  ok = ok && ::rename(tmp.c_str(), states_path_.c_str()) == 0;
+  if (ok) {
+    int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ok = dfd >= 0 && ::fsync(dfd) == 0;
+    if (dfd >= 0) ::close(dfd);
+  }
+  if (!ok) spdlog::error("quarantine index: cannot write {}: {} (kept in memory)", states_path_, std::strerror(errno));
 }
 
 void QuarantineIndex::start() {
@@ -168,13 +227,21 @@ void QuarantineIndex::sync() {
 // A release or delete: written now, or kept and written by the next sync() with the database up.
 void QuarantineIndex::state_changed(const std::string& qid, const std::string& state) {
   indexed_.erase(qid);
-  states_[qid] = state;
-  if (!db_.up()) return;  // the row says 'quarantined' until then; the file is the record
+  auto& slot = states_[qid];
+  if (slot != state) {
+    slot = state;
+    save_states();  // before the database is asked: a restart in between replays it
+  }
+  if (!db_.up()) return;  // the row says 'quarantined' until then; the change waits on disk
   db_.query("UPDATE quarantine SET state = $3, updated_at = now() WHERE node = $1 AND queue_id = $2",
             {node_, qid, state}, [this, qid, state](PgResult r) {
               if (!r.ok) return spdlog::warn("queue_id={} quarantine index update failed: {}", qid, esc(r.error));
               auto it = states_.find(qid);
-              if (it != states_.end() && it->second == state) states_.erase(it);
+              if (it != states_.end() && it->second == state) {
+                states_.erase(it);
+                if (pending_) --pending_;
+                save_states();
+              }
             });
 }
 

@@ -31,6 +31,9 @@ namespace postern::admin {
 // Keeps PostgreSQL's quarantine table in step with the quarantine area: sync() inserts every entry
 // not yet indexed (INSERT ... ON CONFLICT DO NOTHING) and marks deleted or released ones; called
 // on the control loop when an entry appears, when the database comes up, and every minute.
+// A release or delete the database has not confirmed is also kept in
+// <state_dir>/quarantine-index.json (written atomically: temporary file, fsync, rename, fsync of
+// the directory), read back at start: a restart while the database is down loses none of them.
 class QuarantineIndex {
  public:
   QuarantineIndex(uv_loop_t* loop, mta::Runtime& rt, PgClient& db, std::string node);
@@ -49,7 +52,10 @@ class QuarantineIndex {
   PgClient& db_;
   std::string node_;
   std::set<std::string> indexed_;  // entries the database has confirmed
-  std::map<std::string, std::string> states_;  // release/delete not yet written (in memory only)
+  void load_states();
+  void save_states();
+  std::string states_path_;
+  std::map<std::string, std::string> states_;  // release/delete not yet written (also on disk)
   int64_t seen_mtime_ns_ = -1;
   bool busy_ = false;
   size_t pending_ = 0;

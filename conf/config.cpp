@@ -188,6 +188,10 @@ void load_scan(const toml::table* t, ScanConfig& sc) {
   else fail("scan.failure_action", "must be one of tempfail, reject, accept (got '" + f + "')");
   s.str("clamav_database_dir", sc.clamav_database_dir);
   s.boolean("header", sc.header);
+  s.str("tag_subject", sc.tag_subject);
+  if (sc.tag_subject.size() > 64 ||
+      std::any_of(sc.tag_subject.begin(), sc.tag_subject.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; }))
+    fail("scan.tag_subject", "must be at most 64 octets without control characters (got '" + sc.tag_subject + "')");
   s.finish();
 }
 

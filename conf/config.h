@@ -204,6 +204,9 @@ struct ScanConfig {
   ScanFailureAction failure_action = ScanFailureAction::kTempfail;
   std::string clamav_database_dir;  // "" = none; else a freshclam directory (PatternSet "freshclam")
   bool header = true;               // X-Postern-Scan: on every scanned message
+  // on_virus = "tag": put in front of the Subject's text (a Subject is added when there is none);
+  // "" = the header alone says infected. Printable, no CR/LF, at most 64 octets.
+  std::string tag_subject = "[VIRUS] ";
 };
 
 struct Config {

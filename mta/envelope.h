@@ -53,6 +53,10 @@ struct Envelope {
   std::string scan_header;
   std::string quarantined;
   int64_t released_at = 0;  // unix seconds: released from quarantine into the active queue
+  // scan.on_virus = "tag": `subject_edit` goes in at byte `subject_at` of the stored message on
+  // delivery (and in what a DSN returns): the Subject tag, or a Subject field (policy/scan_gate.h).
+  int64_t subject_at = -1;
+  std::string subject_edit;
   // Queue state.
   uint32_t attempts = 0;
   int64_t next_attempt = 0;  // unix seconds; 0 = now

@@ -19,6 +19,7 @@
 
 #include "base/log.h"
 #include "mta/client/mime_downgrade.h"
+#include "mta/queue/scan_edits.h"
 #include "mta/queue/spool.h"
 #include "mta/connection_host.h"
 #include "mta/dns/resolver.h"
@@ -67,25 +68,14 @@ bool is_ip_literal(const std::string& host) {
   return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
-// What goes in front of the stored message: the gate's X-Postern-Scan line (the message file was
-// written before the verdict was known), noting a release from quarantine.
-std::string scan_prefix(const Envelope* env) {
-  if (!env || env->scan_header.empty()) return {};
-  std::string h = env->scan_header;
-  if (env->released_at && h.size() >= 2 && h.ends_with("\r\n")) {
-    std::time_t t = static_cast<std::time_t>(env->released_at);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char b[32];
-    std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    h.insert(h.size() - 2, std::string("; released from quarantine ") + b);
-  }
-  return h;
-}
+// The gate's edits (mta/queue/scan_edits.h): X-Postern-Scan in front, the Subject tag inside.
+std::string scan_prefix(const Envelope* env) { return env ? queue::scan_prefix(*env) : std::string(); }
 
 std::vector<smtp::ClientMessage> client_messages(const std::vector<JobMessage>& msgs) {
   std::vector<smtp::ClientMessage> v;
-  for (auto& m : msgs) v.push_back({m.qid, m.env.get(), m.rcpts, m.size + scan_prefix(m.env.get()).size(), false, m.probe});
+  for (auto& m : msgs)
+    v.push_back({m.qid, m.env.get(), m.rcpts, m.size + (m.env ? queue::scan_edits_size(*m.env, m.size) : 0), false,
+                 m.probe});
   return v;
 }
 
@@ -356,7 +346,7 @@ bool OutboundConnection::downgrade(smtp::ClientMessage& m) {
   const JobMessage* jm = job_message(m.qid);
   std::string original, converted;
   bool read = jm && queue::Spool::read_message(jm->path, jm->size, original);
-  if (read) original.insert(0, scan_prefix(jm->env.get()));
+  if (read && jm->env) queue::apply_scan_edits(*jm->env, original);
   if (!read || !smtp::downgrade_to_7bit(original, converted)) {
     spdlog::info("queue_id={} relay={} no 8BITMIME and the message {}", m.qid, esc(remote_),
                  !read ? "could not be read for conversion" : "cannot be converted to 7-bit MIME");
@@ -406,10 +396,16 @@ void OutboundConnection::begin_body() {
     converted_.erase(conv);
     body_mem_pos_ = 0;
     body_left_ = body_mem_.size();
+    edit_left_ = -1;  // the converted copy holds the edits already
   } else {
     const JobMessage* jm = job_message(m.qid);
     std::string path = jm ? jm->path : std::string();
     body_left_ = jm ? jm->size : 0;  // the queue file's first `size` bytes; its envelope follows
+    edit_left_ = -1;
+    if (jm && jm->env && queue::has_subject_edit(*jm->env, jm->size)) {  // the Subject tag, sent at its offset
+      edit_left_ = jm->env->subject_at;
+      edit_text_ = jm->env->subject_edit;
+    }
     body_fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (body_fd_ < 0) {
       session_->connection_lost("cannot read queue file " + path + ": " + std::strerror(errno));
@@ -442,7 +438,19 @@ void OutboundConnection::stream_body() {
       close_body();
       return drive();
     }
+    if (edit_left_ == 0) {  // the file's bytes before the Subject edit are out: the edit now
+      edit_left_ = -1;
+      if (session_->use_bdat()) {
+        stream_->write(edit_text_);
+      } else {
+        std::string stuffed;
+        stuffer_.stuff(edit_text_, stuffed);
+        stream_->write(stuffed);
+      }
+      continue;
+    }
     size_t want = static_cast<size_t>(std::min<uint64_t>(sizeof buf, body_left_));
+    if (edit_left_ > 0) want = std::min<size_t>(want, static_cast<size_t>(edit_left_));
     ssize_t n = 0;
     if (want > 0 && body_fd_ >= 0) {
       n = ::read(body_fd_, buf, want);
@@ -459,6 +467,7 @@ void OutboundConnection::stream_body() {
       return drive();
     }
     body_left_ -= static_cast<uint64_t>(n);
+    if (edit_left_ > 0) edit_left_ -= n;
     if (n == 0) {
       std::string tail;
       if (!session_->use_bdat()) stuffer_.finish(tail);

@@ -102,6 +102,8 @@ class OutboundConnection : public tls::StreamHandler {
   size_t body_mem_pos_ = 0;
   std::map<std::string, std::string> converted_;  // qid -> 7-bit MIME version (this job)
   uint64_t body_left_ = 0;
+  int64_t edit_left_ = -1;          // file bytes to send before edit_text_ (the Subject tag); -1: none
+  std::string edit_text_;
   bool body_active_ = false;
   smtp::DotStuffer stuffer_;
 };

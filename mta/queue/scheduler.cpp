@@ -2,6 +2,8 @@
 // record() and the job and commit callbacks, which only lock the inbox and wake the loop.
 #include "mta/queue/scheduler.h"
 
+#include "mta/queue/scan_edits.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -508,6 +510,7 @@ bool Scheduler::make_dsn(const std::string& qid, Entry& e, const std::vector<siz
   std::mt19937_64 rng(std::random_device{}());
   std::string boundary = qid + "." + std::to_string(rng());
   sync_env(e);
+  if (!original.empty()) queue::apply_scan_edits(*e.env, original);  // as sent: X-Postern-Scan, the Subject tag
   auto dsn = queue::make_dsn(kind, *e.env, rcpts, original, cfg->hostname, t, boundary,
                              e.received_at + secs(cfg->queue.lifetime));
   dsn.env.queue_id = rt_.spool->new_queue_id();

@@ -869,6 +869,10 @@ std::string envelope_to_json(const Envelope& env) {
   if (!env.scan_header.empty()) j["scan_header"] = env.scan_header;
   if (!env.quarantined.empty()) j["quarantined"] = env.quarantined;
   if (env.released_at) j["released_at"] = env.released_at;
+  if (env.subject_at >= 0) {
+    j["subject_at"] = env.subject_at;
+    j["subject_edit"] = env.subject_edit;
+  }
   // Hostile bytes (invalid UTF-8 from SMTPUTF8 clients) are kept, never refused here.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
@@ -912,6 +916,8 @@ bool envelope_from_json(const std::string& text, Envelope& env) {
     env.scan_header = j.value("scan_header", std::string());
     env.quarantined = j.value("quarantined", std::string());
     env.released_at = j.value("released_at", int64_t{0});
+    env.subject_at = j.value("subject_at", int64_t{-1});
+    env.subject_edit = j.value("subject_edit", std::string());
   } catch (const nlohmann::json::exception&) {
     return false;
   }

@@ -6,6 +6,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <ctime>
 
 #include "base/log.h"
@@ -137,6 +141,7 @@ void InboundConnection::on_stream_end(tls::StreamEnd why, const std::string& det
     spdlog::info("session={} client={} {}{}{}", id_, ip_, tls::stream_end_name(why), detail.empty() ? "" : ": ",
                  esc(detail));
   if (session_) session_->connection_lost();
+  scan_wait_.cancel();  // a verdict still to come is dropped
   if (writer_) abort_message();
   end_session();
 }
@@ -183,6 +188,12 @@ void InboundConnection::after_session(bool progressed) {
 
 void InboundConnection::arm_timer() {
   using namespace std::chrono;
+  if (session_->awaiting_scan() && scan_wait_.waiting()) {  // a 1 s tick checks the scan deadline
+    auto left = duration_cast<milliseconds>(scan_wait_.deadline() - w_.runtime().clock->steady());
+    auto t = std::clamp<milliseconds>(left, milliseconds(1), milliseconds(1000));
+    uv_timer_start(&timer_, timer_cb, static_cast<uint64_t>(t.count()), 0);
+    return;
+  }
   auto limit = session_->in_body() ? cfg_->smtp.data_timeout : cfg_->smtp.idle_timeout;
   auto left = duration_cast<milliseconds>(cfg_->smtp.max_session_duration - (steady_clock::now() - started_));
   auto t = std::max<milliseconds>(std::min(limit, left), milliseconds(1));
@@ -196,6 +207,7 @@ void InboundConnection::timer_cb(uv_timer_t* t) {
     c->session_->release_greeting();
     return c->after_session(true);
   }
+  if (c->session_->awaiting_scan()) return c->scan_tick();
   if (c->session_->awaiting_commit()) return;  // re-armed when the commit answers
   bool expired = std::chrono::steady_clock::now() - c->started_ >= c->cfg_->smtp.max_session_duration;
   spdlog::info("session={} client={} {} in state {}", c->id_, c->ip_, expired ? "session duration limit" : "timeout",
@@ -258,6 +270,29 @@ policy::ScanFacts InboundConnection::scan_facts(const scan::Engine* engine, bool
   return f;
 }
 
+namespace {
+
+const char* verdict_word(scan::Verdict v) {
+  return v == scan::Verdict::kClean ? "clean" : v == scan::Verdict::kInfected ? "infected" : "error";
+}
+
+// The scan thread, after an infected verdict under on_virus = "tag": the stored header section
+// (bounded: max_header_size, Postern's Received: and folding on top) and where the tag goes.
+policy::SubjectEdit find_subject(int fd, uint64_t len, uint64_t max_header, const std::string& tag) {
+  size_t want = static_cast<size_t>(std::min<uint64_t>(len, max_header + 8192));
+  std::string head(want, '\0');
+  size_t got = 0;
+  while (got < want) {
+    ssize_t n = ::pread(fd, head.data() + got, want - got, static_cast<off_t>(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return {};  // unreadable: no tag (the header still says infected)
+    got += static_cast<size_t>(n);
+  }
+  return policy::subject_edit(head, want == len, tag);
+}
+
+}  // namespace
+
 bool InboundConnection::scan_message(const Envelope& env) {
   auto& rt = w_.runtime();
   if (!rt.scan || !writer_) return false;
@@ -278,16 +313,32 @@ bool InboundConnection::scan_message(const Envelope& env) {
   if (fd >= 0) {
     ConnectionHost* w = &w_;
     uint64_t id = id_, len = writer_->bytes();
+    uint64_t ticket = scan_wait_.begin(rt.clock->steady(), sc.timeout);
+    std::string qid = env.queue_id;
+    std::string tag = sc.on_virus == ScanAction::kTag ? sc.tag_subject : std::string();
+    uint64_t max_header = cfg_->smtp.max_header_size;
     w->commit_started();  // the loop stays up until the verdict is in
-    bool queued = rt.scan->pool().submit([w, id, fd, len, engine, facts] {
+    // The task owns fd and a reference to the engine; it finds the connection by id when it
+    // answers (gone: the verdict is dropped), and the connection takes it only by its ticket.
+    bool queued = rt.scan->pool().submit([w, id, fd, len, engine, facts, ticket, qid, tag, max_header] {
       scan::ScanResult r = engine->scan_fd(fd, len);
+      policy::SubjectEdit subject;
+      if (r.verdict == scan::Verdict::kInfected && !tag.empty()) subject = find_subject(fd, len, max_header, tag);
       ::close(fd);
-      w->post([w, id, r, facts] {
-        if (auto* c = w->find_conn(id)) c->scan_finished(r, facts);
+      w->post([w, id, r, facts, ticket, qid, subject] {
+        if (auto* c = w->find_conn(id)) c->scan_finished(ticket, qid, r, facts, subject);
+        else spdlog::info("queue_id={} scan verdict={} after the client left: dropped, nothing queued", qid,
+                          verdict_word(r.verdict));
         w->commit_answered();
       });
     });
-    if (queued) return true;
+    if (queued) {
+      spdlog::debug("queue_id={} client={} scan queued size={}", qid, ip_, len);
+      wait_facts_ = facts;
+      arm_timer();  // the scan deadline's tick
+      return true;
+    }
+    scan_wait_.cancel();
     ::close(fd);
     w->commit_answered();
     fail.error = "queue_full";
@@ -297,10 +348,31 @@ bool InboundConnection::scan_message(const Envelope& env) {
   return true;
 }
 
-void InboundConnection::scan_finished(const scan::ScanResult& r, const policy::ScanFacts& facts) {
-  if (!session_ || !session_->awaiting_scan()) return;  // the client left: nothing was queued
-  gate_answer(policy::decide(cfg_->scan, facts, r), &r);
+void InboundConnection::scan_finished(uint64_t ticket, const std::string& qid, const scan::ScanResult& r,
+                                      const policy::ScanFacts& facts, const policy::SubjectEdit& subject) {
+  if (!session_ || !session_->awaiting_scan() || !scan_wait_.take(ticket)) {
+    // The client left, or the deadline passed and scan.failure_action answered already.
+    spdlog::info("queue_id={} session={} client={} late scan verdict={} ignored", qid, id_, ip_,
+                 verdict_word(r.verdict));
+    return;
+  }
+  gate_answer(policy::decide(cfg_->scan, facts, r, subject), &r);
   if (w_.draining() && !session_->awaiting_commit()) session_->shutting_down();  // refused while draining
+  after_session(true);
+}
+
+// No verdict within scan.timeout + the margin (libclamav's own limit did not stop it, or the
+// scan waited in the queue that long): scan.failure_action now; the verdict, when it comes, is
+// refused by its ticket.
+void InboundConnection::scan_tick() {
+  if (!scan_wait_.expire(w_.runtime().clock->steady())) return arm_timer();
+  scan::ScanResult r;
+  r.timeout = true;
+  r.error = "timeout";
+  spdlog::warn("queue_id={} client={} no scan verdict within scan.timeout + {}s", session_->envelope().queue_id, ip_,
+               ScanWait::kMargin.count());
+  gate_answer(policy::decide(cfg_->scan, wait_facts_, r), nullptr);
+  if (w_.draining() && !session_->awaiting_commit()) session_->shutting_down();
   after_session(true);
 }
 
@@ -312,7 +384,8 @@ void InboundConnection::gate_answer(const policy::GateDecision& d, const scan::S
   if (!d.failure.empty()) m.failure(d.failure);
   const auto& env = session_->envelope();
   spdlog::info("queue_id={} client={} scan verdict={}{}{} seconds={:.3f} action={}", env.queue_id, ip_, d.verdict,
-               d.signature.empty() ? "" : " signature=", esc(d.signature.empty() ? d.failure : d.signature),
+               !d.signature.empty() ? " signature=" : d.failure.empty() ? "" : " failure=",
+               esc(d.signature.empty() ? d.failure : d.signature),
                r ? r->seconds : 0.0,
                d.action == policy::GateAction::kCommit ? "deliver"
                : d.action == policy::GateAction::kQuarantine ? "quarantine"
@@ -324,6 +397,8 @@ void InboundConnection::gate_answer(const policy::GateDecision& d, const scan::S
   o.signature = d.signature;
   o.header = d.header;
   o.reply = d.reply;
+  o.subject_at = d.subject.at;
+  o.subject_edit = d.subject.text;
   session_->scan_done(std::move(o));
 }
 

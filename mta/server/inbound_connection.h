@@ -7,7 +7,8 @@
 // (bytes of a half line do not extend it: no slowloris), message content may pause at most
 // smtp.data_timeout between reads, the whole session lasts at most smtp.max_session_duration;
 // the stream adds smtp.write_timeout (a client that does not read its replies) and
-// smtp.close_timeout (a session that is closing is gone by then).
+// smtp.close_timeout (a session that is closing is gone by then). A message waiting for its scan
+// verdict has scan.timeout + ScanWait::kMargin (on the injected clock); then scan.failure_action.
 #pragma once
 
 #include <uv.h>
@@ -18,6 +19,7 @@
 
 #include "mta/queue/spool.h"
 #include "policy/scan_gate.h"
+#include "mta/server/scan_wait.h"
 #include "mta/server/smtp_server_session.h"
 #include "tls/tls_stream.h"
 
@@ -35,7 +37,10 @@ class InboundConnection : public smtp::SessionHooks, public tls::StreamHandler {
   void force_close();  // drain deadline passed
   void commit_finished(bool ok);
   // The scan thread's answer (posted to this loop): the gate decides, the session goes on.
-  void scan_finished(const scan::ScanResult& r, const policy::ScanFacts& facts);
+  // ticket: the ScanWait ticket of the scan (a verdict for another, or a late one, is refused);
+  // subject: where the Subject tag goes (on_virus = "tag", infected only).
+  void scan_finished(uint64_t ticket, const std::string& qid, const scan::ScanResult& r,
+                     const policy::ScanFacts& facts, const policy::SubjectEdit& subject);
   uint64_t id() const { return id_; }
 
   // SessionHooks
@@ -69,6 +74,7 @@ class InboundConnection : public smtp::SessionHooks, public tls::StreamHandler {
   void refuse(const std::string& reply);
   void gate_answer(const policy::GateDecision& d, const scan::ScanResult* r);
   policy::ScanFacts scan_facts(const scan::Engine* engine, bool stale) const;
+  void scan_tick();  // the timer while a scan is in flight: its deadline, on the injected clock
 
   static void timer_cb(uv_timer_t* t);
 
@@ -85,6 +91,8 @@ class InboundConnection : public smtp::SessionHooks, public tls::StreamHandler {
   std::unique_ptr<queue::SpoolWriter> writer_;
   std::chrono::steady_clock::time_point started_;
   bool was_in_body_ = false;
+  ScanWait scan_wait_;            // the scan in flight: deadline and ticket
+  policy::ScanFacts wait_facts_;  // ... and what its header would say about the engine
 };
 
 }  // namespace postern::mta

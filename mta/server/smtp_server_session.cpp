@@ -932,6 +932,8 @@ void SmtpServerSession::scan_done(ScanOutcome o) {
   if (state_ != State::kAwaitScan) return;
   if (o.commit) {
     tx_.env.scan_header = std::move(o.header);
+    tx_.env.subject_at = o.subject_edit.empty() ? -1 : o.subject_at;
+    tx_.env.subject_edit = std::move(o.subject_edit);
     if (o.quarantine) tx_.env.quarantined = o.signature.empty() ? "unknown" : o.signature;
     set_state(State::kAwaitCommit);
     hooks_.commit_message(tx_.env);

@@ -90,6 +90,8 @@ struct ScanOutcome {
   std::string signature;
   std::string header;       // X-Postern-Scan line(s) for the envelope ("" = none)
   std::string reply;        // !commit: "554 5.7.1 ..." or "451 4.7.1 ..."
+  int64_t subject_at = -1;  // scan.on_virus = "tag": the Subject edit for the envelope
+  std::string subject_edit;
 };
 
 // Why a message will be refused at its end; the first fault stops storing its bytes.

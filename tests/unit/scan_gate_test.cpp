@@ -269,6 +269,9 @@ TEST(ScanGateConfig, KeysDefaultsAndRefusals) {
   EXPECT_EQ(c.scan.on_virus, ScanAction::kReject);
   EXPECT_EQ(c.scan.failure_action, ScanFailureAction::kTempfail);
   EXPECT_TRUE(c.scan.header);
+  EXPECT_EQ(c.scan.tag_subject, "[VIRUS] ");
+  EXPECT_EQ(parse_config("[scan]\ntag_subject = \"***INFECTED*** \"\n", "t.toml").scan.tag_subject, "***INFECTED*** ");
+  EXPECT_EQ(parse_config("[scan]\ntag_subject = \"\"\n", "t.toml").scan.tag_subject, "");
   c = parse_config("[scan]\nenabled = false\nthreads = 4\ntimeout = \"2s\"\nmax_scan_size = \"512KiB\"\n"
                    "on_virus = \"quarantine\"\nfailure_action = \"accept\"\nclamav_database_dir = \"/var/lib/clamav\"\n"
                    "header = false\nmax_files = 5\nmax_recursion = 3\nqueue_size = 7\n",
@@ -281,11 +284,14 @@ TEST(ScanGateConfig, KeysDefaultsAndRefusals) {
   EXPECT_EQ(c.scan.clamav_database_dir, "/var/lib/clamav");
   EXPECT_EQ(c.scan.queue_size, 7u);
   EXPECT_EQ(parse_config("[scan]\nmax_scan_size = 4096\n", "t.toml").scan.max_scan_size, 4096u);
+  const std::string long_tag = "tag_subject = \"" + std::string(65, 'x') + "\"";
   for (auto [text, key] : {std::pair{"on_virus = \"drop\"", "scan.on_virus"},
                            std::pair{"failure_action = \"pass\"", "scan.failure_action"},
                            std::pair{"max_scan_size = \"25XB\"", "scan.max_scan_size"},
                            std::pair{"threads = 0", "scan.threads"},
                            std::pair{"timeout = \"0s\"", "scan.timeout"},
+                           std::pair{"tag_subject = \"[V]\\r\\nBcc: x\"", "scan.tag_subject"},
+                           std::pair{long_tag.c_str(), "scan.tag_subject"},
                            std::pair{"bogus = 1", "scan.bogus"}}) {
     try {
       parse_config(std::string("[scan]\n") + text + "\n", "t.toml");
