@@ -341,3 +341,44 @@ def test_two_nodes_share_the_link_key_and_the_used_links():
                 d.stop()
             d.cleanup()
         pg.cleanup()
+
+
+def test_euq_page_keeps_working_over_its_own_certificate_swap():
+    """An open, signed-in EUQ page; the EUQ role's certificate is reassigned through the admin API
+    (default_console -> default_mta); the next connection serves the new one, and the same page's
+    next calls (a header preview, a release) succeed over it."""
+    from test_dashboard import https, norm_fp, served_fingerprint
+    g = Gate(scan={"on_virus": "quarantine"})
+    d, peer = g.d, g.peer
+    try:
+        qid = quarantine(g, ALICE, "euq over a swap")
+
+        def entry(name):
+            st, j, _ = https(d, "GET", "/api/v1/certificates/" + name)
+            return j if st == 200 and isinstance(j, dict) and "fingerprint" in j else None
+        console_fp = norm_fp(wait_for(lambda: entry("default_console"), 30, "the certificate store")["fingerprint"])
+        assert served_fingerprint(d.euq_port) == console_fp
+        with Browser() as b:
+            ask_link(b, d, ALICE, "a")
+            (link,) = links(wait_mail(peer, "signin", ALICE))
+            b.goto(link, page="a")
+            b.wait("#m-" + qid, page="a")
+            st, j, _ = https(d, "POST", "/api/v1/certificates/default_mta/assign", {"roles": ["euq"]})
+            assert st == 200, (st, j)
+            mta_fp = norm_fp(https(d, "GET", "/api/v1/certificates/default_mta")[1]["fingerprint"])
+            assert mta_fp != console_fp
+            wait_for(lambda: served_fingerprint(d.euq_port) == mta_fp, 10, "the EUQ listener serving default_mta")
+            # The page goes on: Chromium's next request opens a new connection when the old one idles out
+            # or is closed; both must work. A preview, then a release, from the same page.
+            b.click("#preview-" + qid, page="a")
+            b.wait_text("#preview-headers", "Subject: euq over a swap", page="a")
+            b.click("#release-" + qid, page="a")
+            b.wait_text("#status", "Released", page="a")
+            wait_for(lambda: delivered_with(peer, "euq over a swap"), 20, "the released message downstream")
+            b.screenshot("euq-after-certificate-swap", page="a")
+            errs = [e for e in b.errors(page="a") if not e.startswith("console: Failed to load resource")]
+            assert errs == [], errs
+    except BaseException:
+        g.close(failed=True)
+        raise
+    g.close()
