@@ -60,23 +60,6 @@ bool valid_address(const std::string& a) {
   return a.find('@') == at;
 }
 
-std::string cookie_value(const http::Request& req, const std::string& name) {
-  auto it = req.headers.find("cookie");
-  if (it == req.headers.end()) return {};
-  const std::string& c = it->second;
-  size_t p = 0;
-  while (p < c.size()) {
-    size_t end = c.find(';', p);
-    if (end == std::string::npos) end = c.size();
-    std::string part = c.substr(p, end - p);
-    size_t b = part.find_first_not_of(' ');
-    if (b != std::string::npos) part = part.substr(b);
-    if (part.rfind(name + "=", 0) == 0) return part.substr(name.size() + 1);
-    p = end + 1;
-  }
-  return {};
-}
-
 bool addressed_to(const Envelope& e, const std::string& who) {
   return std::any_of(e.rcpts.begin(), e.rcpts.end(), [&](const Recipient& r) { return lower(r.address) == who; });
 }
@@ -188,7 +171,7 @@ std::string EuqConsole::public_url() const {
 
 // The address of a valid session cookie ("" when none); `nonce` is the session's.
 std::string EuqConsole::session_of(const http::Request& req, std::string& nonce) const {
-  std::string c = cookie_value(req, kCookie), why;
+  std::string c = http::cookie_value(req, kCookie), why;
   auto t = euq_verify(key_, c, "session", rt_.clock->unix_seconds(), why);
   if (!t) return {};
   nonce = t->nonce;

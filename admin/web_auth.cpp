@@ -129,23 +129,7 @@ WebAuth::WebAuth(const Clock& clock, std::string token, HashSource hash, Event e
 bool WebAuth::bearer_ok(const http::Request& r) const { return same(r.authorization, want_); }
 
 std::string WebAuth::cookie_id(const http::Request& r) const {
-  std::string c = header(r, "cookie");
-  // "a=b; postern_admin=ID; c=d" (a repeated Cookie header is joined with ", ").
-  std::string want = std::string(kSessionCookie) + "=";
-  size_t pos = 0;
-  while (pos < c.size()) {
-    size_t end = c.find_first_of(";,", pos);
-    if (end == std::string::npos) end = c.size();
-    std::string item = c.substr(pos, end - pos);
-    size_t b = item.find_first_not_of(' ');
-    if (b != std::string::npos && item.compare(b, want.size(), want) == 0) {
-      std::string v = item.substr(b + want.size());
-      while (!v.empty() && v.back() == ' ') v.pop_back();
-      return v;
-    }
-    pos = end + 1;
-  }
-  return "";
+  return http::cookie_value(r, kSessionCookie);
 }
 
 void WebAuth::expire(Clock::SteadyTime now) {

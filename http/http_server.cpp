@@ -62,6 +62,26 @@ Response json_error(int status, const std::string& message) {
   return {status, "application/json", nlohmann::json{{"error", message}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), {}};
 }
 
+std::string cookie_value(const Request& req, const std::string& name) {
+  auto it = req.headers.find("cookie");
+  if (it == req.headers.end()) return "";
+  const std::string& c = it->second;
+  std::string want = name + "=";
+  size_t pos = 0;
+  while (pos < c.size()) {
+    size_t end = c.find_first_of(";,", pos);
+    if (end == std::string::npos) end = c.size();
+    size_t b = c.find_first_not_of(' ', pos);
+    if (b != std::string::npos && b < end && c.compare(b, want.size(), want) == 0) {
+      std::string v = c.substr(b + want.size(), end - b - want.size());
+      while (!v.empty() && v.back() == ' ') v.pop_back();
+      return v;
+    }
+    pos = end + 1;
+  }
+  return "";
+}
+
 Response static_response(const std::string& content_type, std::string body) {
   return {200, content_type, std::move(body), {}};
 }

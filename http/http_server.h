@@ -55,6 +55,9 @@ Response json_error(int status, const std::string& message);  // {"error": messa
 Response static_response(const std::string& content_type, std::string body);
 const char* reason_phrase(int status);
 std::string url_decode(const std::string& s, bool plus_is_space);
+// The value of cookie `name` in the request's Cookie header ("a=b; name=V; c=d"; a repeated
+// header is joined with ", "), surrounding spaces trimmed; "" when there is none.
+std::string cookie_value(const Request& req, const std::string& name);
 
 // Method + path patterns ("/api/v1/queue/{id}/hold") to handlers; 404 for no path, 405 for a
 // path without that method.

@@ -114,3 +114,18 @@ TEST(ClientSession, DownstreamFloodDuringTheBodyIsBounded) {
   ASSERT_EQ(res.size(), 1u);
   EXPECT_EQ(res[0].outcome, smtp::Outcome::kDeferred);
 }
+
+TEST(CookieValue, FindsTheNamedCookieAmongOthersAndInJoinedHeaders) {
+  http::Request r;
+  EXPECT_EQ(http::cookie_value(r, "postern_admin"), "");
+  r.headers["cookie"] = "a=b; postern_admin=ID1; c=d";
+  EXPECT_EQ(http::cookie_value(r, "postern_admin"), "ID1");
+  EXPECT_EQ(http::cookie_value(r, "c"), "d");
+  EXPECT_EQ(http::cookie_value(r, "postern"), "");  // a prefix of another name is not it
+  r.headers["cookie"] = "x_postern_admin=no;postern_admin=yes ";
+  EXPECT_EQ(http::cookie_value(r, "postern_admin"), "yes");
+  r.headers["cookie"] = "a=b, euq_session=S";  // two Cookie headers, joined
+  EXPECT_EQ(http::cookie_value(r, "euq_session"), "S");
+  r.headers["cookie"] = "euq_session=";
+  EXPECT_EQ(http::cookie_value(r, "euq_session"), "");
+}
