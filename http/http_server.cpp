@@ -1,6 +1,8 @@
 // http_server.cpp — see http_server.h.
 #include "http/http_server.h"
 
+#include <algorithm>
+#include <cctype>
 #include <http_parser.h>
 #include <spdlog/spdlog.h>
 
@@ -61,6 +63,14 @@ Response json_response(int status, const std::string& json_text) { return {statu
 Response json_error(int status, const std::string& message) {
   return {status, "application/json", nlohmann::json{{"error", message}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), {}};
 }
+
+namespace {
+std::string lower_name(const std::string& k) {
+  std::string low = k;
+  for (auto& ch : low) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return low;
+}
+}  // namespace
 
 std::string cookie_value(const Request& req, const std::string& name) {
   auto it = req.headers.find("cookie");
@@ -339,10 +349,20 @@ class HttpConnection : public tls::StreamHandler {
     if (!stream_) return;
     std::string head = "HTTP/1.1 " + std::to_string(r.status) + " " + reason_phrase(r.status) +
                        "\r\nContent-Type: " + r.content_type + "\r\nContent-Length: " + std::to_string(r.body.size()) +
-                       "\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff"
-                       "\r\nStrict-Transport-Security: max-age=31536000\r\nConnection: " +
-                       (keep_alive_ ? "keep-alive" : "close") + "\r\n";
-    for (auto& [k, v] : r.headers) head += k + ": " + v + "\r\n";
+                       "\r\nConnection: " + (keep_alive_ ? "keep-alive" : "close") + "\r\n";
+    // Each header once (a second one is a finding for any scanner, and browsers take the first):
+    // the response's own first, then the defaults it did not set.
+    std::vector<std::string> seen;
+    auto once = [&](const std::string& k, const std::string& v) {
+      std::string low = lower_name(k);
+      if (std::find(seen.begin(), seen.end(), low) != seen.end()) return;
+      seen.push_back(low);
+      head += k + ": " + v + "\r\n";
+    };
+    for (auto& [k, v] : r.headers) once(k, v);
+    once("Cache-Control", "no-store");
+    once("X-Content-Type-Options", "nosniff");
+    once("Strict-Transport-Security", "max-age=31536000");
     head += "\r\n";
     stream_->write(head + r.body);
   }

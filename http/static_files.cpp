@@ -59,6 +59,8 @@ std::string default_web_root(const std::string& console) {
 }
 
 void add_console_headers(Response& r) {
+  for (auto& [k, v] : r.headers)
+    if (k == "Content-Security-Policy") return;  // already added (a wrapper and the file server both call this)
   r.headers.emplace_back("Content-Security-Policy",
                          "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                          "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'");

@@ -406,3 +406,32 @@ def test_database_down_the_pages_say_so_and_login_works_from_the_cache():
         d.cleanup()
         pg.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_console_answers_carry_each_header_once():
+    """testssl.sh found every security header twice on the admin listener's pages (the file server,
+    the listener's wrapper and the HTTP server's defaults each added theirs): each once now, on
+    the pages, the login, the API and the EUQ console."""
+    import http.client
+    from harness import running
+    with running() as d:
+        def headers(port, method, path, auth=False):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+            h = {"Authorization": "Bearer " + d.token()} if auth else {}
+            c.request(method, path, body=b"{}" if method == "POST" else None, headers=h)
+            r = c.getresponse()
+            r.read()
+            names = [k.lower() for k, _ in r.getheaders()]
+            c.close()
+            return names
+        for port, method, path, auth in ((d.admin_port, "GET", "/", False), (d.admin_port, "GET", "/app.js", False),
+                                         (d.admin_port, "POST", "/login", False),
+                                         (d.admin_port, "GET", "/api/v1/health", True),
+                                         (d.euq_port, "GET", "/", False), (d.euq_port, "GET", "/api/me", False)):
+            names = headers(port, method, path, auth)
+            dup = sorted({n for n in names if names.count(n) > 1})
+            assert dup == [], (port, path, dup)
+            assert "strict-transport-security" in names and "cache-control" in names, (path, names)

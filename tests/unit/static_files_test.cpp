@@ -59,6 +59,20 @@ TEST_F(WebRoot, ServesIndexAndFilesWithTypesAndConsoleHeaders) {
   EXPECT_TRUE(head.body.empty());
 }
 
+TEST_F(WebRoot, ConsoleHeadersAreAddedOnceWhoeverAddsThem) {
+  // testssl.sh reported "Multiple Content-Security-Policy headers" (and five more) on the admin
+  // listener: the file server and the listener's wrapper both added them.
+  auto r = get("/");
+  postern::http::add_console_headers(r);
+  int csp = 0, xfo = 0;
+  for (auto& [k, v] : r.headers) {
+    csp += k == "Content-Security-Policy";
+    xfo += k == "X-Frame-Options";
+  }
+  EXPECT_EQ(csp, 1);
+  EXPECT_EQ(xfo, 1);
+}
+
 TEST_F(WebRoot, RefusesEverythingOutsideTheRootOrNotServable) {
   for (const char* p : {"/../outside.html", "/js/../../outside.html", "/%2e%2e/outside.html", "/js%2f..%2f..%2foutside.html",
                         "/.secret.html", "/link.html", "/js/", "/js", "/data.bin", "/nope.html", "/a%00.html",
