@@ -179,7 +179,8 @@ def test_euq_signin_isolation_release_links_digest_purge():
             b.wait_text("#status", "Deleted", page="a")
             assert not os.path.exists(os.path.join(d.dir, "queue", "quarantine", qdel + ".msg"))
             b.wait_text("#messages tbody", "euq for both", page="a")
-            assert b.count("#messages tbody tr", page="a") == 1
+            # The list is drawn again after the delete: wait for it rather than count at once.
+            wait_for(lambda: b.count("#messages tbody tr", page="a") == 1, 15, "the list without the deleted one")
             assert not delivered_with(peer, "euq delete me")
             b.screenshot("euq-released", page="a")
 
