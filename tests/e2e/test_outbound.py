@@ -361,10 +361,13 @@ def test_connection_is_reused_for_the_next_message():
             assert "QUIT" not in cmds  # still cached
             wait_for(lambda: "QUIT" in [c["cmd"].upper() for c in peer.commands()], 10, "QUIT after the cache time")
             # The scheduler forgets the quiet destination once its cached connection is gone, and
-            # one after the other, the three messages used one queue file, recycled.
+            # one after the other, the three messages used one queue file, recycled (two when a
+            # retirement rides on a commit that came after the next message was opened: a loaded
+            # machine; never three).
             wait_for(lambda: metric(d, "postern_queue_destinations") == 0, 10, "destination forgotten")
-            assert metric(d, "postern_spool_free_files") == 1
-            assert d.queued() == [] and len(d.free_files()) == 1
+            free = metric(d, "postern_spool_free_files")
+            assert free in (1, 2), free
+            assert d.queued() == [] and len(d.free_files()) == free
     finally:
         peer.cleanup()
 
