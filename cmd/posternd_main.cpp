@@ -221,6 +221,7 @@ std::string lock_state_dir(Daemon& d, const std::string& dir) {
 
 // A start-up step failed: say so on stderr and in the log, in one line.
 int start_failed(Daemon& d, const std::string& what) {
+  priv::abandon();  // refused after the drop began: the saved root uid goes before the exit
   spdlog::critical("{}", what);
   std::cerr << "posternd: " << what << "\n";
   close_signals(d);

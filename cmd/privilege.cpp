@@ -401,6 +401,12 @@ std::string finish(const Target& t) {
 
 void clear_ambient() { ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); }
 
+void abandon() {
+  uid_t r = 0, e = 0, s = 0;
+  if (::getresuid(&r, &e, &s) != 0 || e == 0 || s != 0) return;
+  if (::setresuid(e, e, e) == 0) ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+}
+
 std::string check_access(const Config& cfg, const Target& t) {
   std::string who = t.drop ? t.user : user_name(geteuid());
   std::string state = fs::absolute(cfg.state_dir).lexically_normal().string();

@@ -58,6 +58,11 @@ std::string finish(const Target& t);
 
 // Not started as root: clears the ambient capability set (children do not inherit it).
 void clear_ambient();
+// A start refused after begin(): the saved uid 0 goes too (and every capability with it) before
+// posternd exits, so nothing runs at exit with a way back to root, and its own exit-time tools
+// (the sanitizers' leak check stops the world through ptrace, which a saved uid of 0 forbids)
+// work. Nothing when posternd is root or has finished the drop.
+void abandon();
 
 // After begin() (or in an unprivileged start): what posternd will need to open again as the user
 // later — the state directory, the config file (SIGHUP), every certificate file and its directory
