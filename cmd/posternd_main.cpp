@@ -254,6 +254,9 @@ int run(const std::string& config_path, const std::string& test_clock) {
   g_daemon = &d;
   open_signals(d);
   auto cfg = std::make_shared<const Config>(load_config(config_path));
+  // The map's state as it was just read: a change from here on is a change (the watch's first poll,
+  // a second later, would otherwise take a change made in that second as the state it started with).
+  d.recipient_map_watch.reset(cfg->relay.recipient_map);
   namespace fs = std::filesystem;
   // Started as root: the state directory becomes server.user's, then posternd becomes that user
   // (keeping only CAP_NET_BIND_SERVICE until the listeners are bound), before any thread starts
