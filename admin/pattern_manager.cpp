@@ -2,6 +2,8 @@
 // order verify -> prepare -> engine -> switch, and the relay's fixed file names.
 #include "admin/pattern_manager.h"
 
+#include "base/share_dir.h"
+
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -23,12 +25,6 @@ namespace {
 
 constexpr int64_t kDay = 86400;
 
-std::string exe_share_dir() {
-  std::error_code ec;
-  auto exe = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  return (exe.parent_path().parent_path() / "share" / "postern").string();
-}
 
 json null_or(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
 
@@ -127,7 +123,7 @@ void PatternManager::load_installed() {
 void PatternManager::install_starter() {
   std::string path = cfg_->updates.starter_bundle;
   if (path == "none") return;
-  std::string share = exe_share_dir();
+  std::string share = share_dir();
   if (path.empty()) path = share + "/starter-bundle.tar";
   std::error_code ec;
   if (!fs::exists(path, ec)) {

@@ -1,6 +1,8 @@
 // static_files.cpp — see static_files.h.
 #include "http/static_files.h"
 
+#include "base/share_dir.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -52,10 +54,8 @@ std::string safe_relative(const std::string& raw) {
 }  // namespace
 
 std::string default_web_root(const std::string& console) {
-  std::error_code ec;
-  auto exe = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  return (exe.parent_path().parent_path() / "share" / "postern" / "web" / console).string();
+  std::string share = share_dir();
+  return share.empty() ? "" : share + "/web/" + console;
 }
 
 void add_console_headers(Response& r) {
